@@ -1,0 +1,234 @@
+//! Configuration sections shared by every service. A service's `Config` embeds the ones it
+//! uses, so the same keys mean the same thing everywhere.
+
+use super::{ConfigError, Secret};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Signing key every development setup shares. [`IdentityConfig::validate`] refuses it in
+/// production, so a forgotten setting cannot ship a publicly known key.
+pub const DEV_SIGNING_KEY: &str = "codingagent-development-signing-key-do-not-use-in-production";
+
+/// Where the process runs; production forbids development conveniences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+/// The gRPC server every service runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// Largest accepted or sent message; larger requests get `RESOURCE_EXHAUSTED`.
+    pub max_message_bytes: usize,
+    /// Requests handled at once across all connections; more wait their turn.
+    pub concurrency_limit: usize,
+    /// HTTP/2 keepalive ping interval and the time to wait for its answer.
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    /// How long in-flight calls may take to finish after shutdown starts.
+    pub shutdown_grace_secs: u64,
+    /// How often dependencies are checked for the health status.
+    pub readiness_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_message_bytes: 4 * 1024 * 1024,
+            concurrency_limit: 1024,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            shutdown_grace_secs: 20,
+            readiness_interval_ms: 2_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        positive(prefix, "max_message_bytes", self.max_message_bytes as u64)?;
+        positive(prefix, "concurrency_limit", self.concurrency_limit as u64)?;
+        positive(prefix, "keepalive_interval_secs", self.keepalive_interval_secs)?;
+        positive(prefix, "keepalive_timeout_secs", self.keepalive_timeout_secs)?;
+        positive(prefix, "readiness_interval_ms", self.readiness_interval_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs, traces and metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,codingagent_kernel=debug`; `RUST_LOG` wins.
+    pub log_filter: String,
+    /// OTLP/gRPC collector endpoint (e.g. `http://127.0.0.1:4317`); traces are exported only
+    /// when set.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_format: LogFormat::Pretty, log_filter: "info".into(), otlp_endpoint: None }
+    }
+}
+
+/// PostgreSQL. Each service owns one schema of the shared database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://codingagent:codingagent@127.0.0.1:55432/codingagent"),
+            max_connections: 10,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if !self.url.expose().starts_with("postgres://") && !self.url.expose().starts_with("postgresql://") {
+            return Err(ConfigError::invalid(format!("{prefix}.url"), "must be a postgres:// URL"));
+        }
+        positive(prefix, "max_connections", u64::from(self.max_connections))
+    }
+}
+
+/// Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: Secret,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: Secret::new("redis://127.0.0.1:56379") }
+    }
+}
+
+/// Kafka: the producer used by the outbox relay and the consumers of inboxes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    /// Partitions and replication of topics created at start-up when missing.
+    pub topic_partitions: i32,
+    pub topic_replication: i32,
+    /// Rows the relay publishes per round.
+    pub relay_batch_size: i64,
+    /// How often the relay looks for rows when no notification woke it.
+    pub relay_poll_ms: u64,
+    /// Upper bound of the relay's backoff while the broker is unreachable.
+    pub relay_max_backoff_ms: u64,
+    /// How long one publish may wait for the broker before the round is retried.
+    pub delivery_timeout_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:59092".into(),
+            topic_partitions: 3,
+            topic_replication: 1,
+            relay_batch_size: 256,
+            relay_poll_ms: 1_000,
+            relay_max_backoff_ms: 10_000,
+            delivery_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError::invalid(format!("{prefix}.bootstrap_servers"), "must not be empty"));
+        }
+        positive(prefix, "topic_partitions", self.topic_partitions.max(0) as u64)?;
+        positive(prefix, "topic_replication", self.topic_replication.max(0) as u64)?;
+        positive(prefix, "relay_batch_size", self.relay_batch_size.max(0) as u64)?;
+        positive(prefix, "relay_poll_ms", self.relay_poll_ms)?;
+        positive(prefix, "delivery_timeout_ms", self.delivery_timeout_ms)
+    }
+}
+
+/// The internal identity tokens that services exchange (ARCHITECTURE §4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub environment: Environment,
+    /// Key that signs internal tokens (HMAC-SHA256); at least 32 bytes.
+    pub signing_key: Secret,
+    /// Keys still accepted for verification during a rotation.
+    pub previous_keys: Vec<Secret>,
+    /// Lifetime of minted internal tokens.
+    pub token_ttl_secs: u64,
+    /// Tolerated clock difference between services.
+    pub leeway_secs: u64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            environment: Environment::Development,
+            signing_key: Secret::new(DEV_SIGNING_KEY),
+            previous_keys: Vec::new(),
+            token_ttl_secs: 300,
+            leeway_secs: 5,
+        }
+    }
+}
+
+impl IdentityConfig {
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        for (index, key) in std::iter::once(&self.signing_key).chain(&self.previous_keys).enumerate() {
+            if key.expose().len() < 32 {
+                let field = if index == 0 { "signing_key".into() } else { format!("previous_keys[{}]", index - 1) };
+                return Err(ConfigError::invalid(format!("{prefix}.{field}"), "must be at least 32 bytes"));
+            }
+        }
+        if self.environment == Environment::Production && self.signing_key.expose() == DEV_SIGNING_KEY {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.signing_key"),
+                "is the public development key, which production refuses",
+            ));
+        }
+        positive(prefix, "token_ttl_secs", self.token_ttl_secs)
+    }
+}
+
+fn positive(prefix: &str, key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(format!("{prefix}.{key}"), "must be greater than zero"));
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Consuming events at most once in effect: each event's id is recorded in the consumer's
+//! inbox in the same transaction as the handler's effects, so a redelivered event (after a
+//! relay retry, a rebalance or a crash before the offset commit) changes nothing. Offsets are
+//! committed only after that transaction, so nothing is lost either.
+
+use super::cloudevents;
+use super::topics::client_config;
+use crate::config::KafkaConfig;
+use crate::telemetry::propagation;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// One event as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    /// CloudEvents id; the deduplication key.
+    pub id: String,
+    /// Fully qualified protobuf message name of the payload.
+    pub event_type: String,
+    pub source: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Why an event could not be decoded as the requested message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event is a {actual}, not a {expected}")]
+    WrongType { expected: String, actual: String },
+    #[error("payload does not decode: {0}")]
+    Payload(#[from] prost::DecodeError),
+}
+
+impl ReceivedEvent {
+    /// Whether the payload is an `M`.
+    pub fn is<M: prost::Name>(&self) -> bool {
+        self.event_type == M::full_name()
+    }
+
+    /// Decodes the payload, refusing a payload of another type.
+    pub fn decode<M: prost::Message + prost::Name + Default>(&self) -> Result<M, DecodeError> {
+        if !self.is::<M>() {
+            return Err(DecodeError::WrongType { expected: M::full_name(), actual: self.event_type.clone() });
+        }
+        Ok(M::decode(self.payload.as_slice())?)
+    }
+
+    fn from_message(message: &BorrowedMessage<'_>) -> Self {
+        let headers = cloudevents::read(message.headers());
+        // An event without an id (not written by an outbox) is deduplicated by position.
+        let id = headers.get(cloudevents::ID).cloned().unwrap_or_else(|| {
+            format!("{}/{}/{}", message.topic(), message.partition(), message.offset())
+        });
+        Self {
+            id,
+            event_type: headers.get(cloudevents::TYPE).cloned().unwrap_or_default(),
+            source: headers.get(cloudevents::SOURCE).cloned().unwrap_or_default(),
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().and_then(|k| std::str::from_utf8(k).ok()).map(str::to_owned),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
+}
+
+/// A handler failure. The event is retried with backoff until it succeeds, so that no event
+/// is skipped; handlers should treat events they cannot use (unknown types) as success.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        Self(error.to_string())
+    }
+}
+
+impl From<DecodeError> for HandlerError {
+    fn from(error: DecodeError) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// Applies an event's effects using `conn`, the transaction that also records the event as
+/// processed.
+pub trait EventHandler: Send + Sync {
+    fn handle(&self, conn: &mut PgConnection, event: &ReceivedEvent) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Whether an event was applied or recognised as already applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+}
+
+/// A consumer group member that feeds events to a handler through the inbox.
+pub struct InboxConsumer {
+    consumer: StreamConsumer,
+    pool: PgPool,
+    name: String,
+}
+
+impl std::fmt::Debug for InboxConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboxConsumer").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl InboxConsumer {
+    /// `name` is both the consumer group and the inbox's consumer key: instances sharing it
+    /// share the work and the deduplication.
+    pub fn new(pool: PgPool, config: &KafkaConfig, name: &str, topics: &[&str]) -> Result<Self, KafkaError> {
+        let consumer: StreamConsumer = client_config(config, name)
+            .set("group.id", name)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .create()?;
+        consumer.subscribe(topics)?;
+        Ok(Self { consumer, pool, name: name.to_owned() })
+    }
+
+    /// Consumes until `shutdown`. A failing handler is retried with backoff on the same
+    /// event; the partition waits rather than skipping it.
+    pub async fn run<H: EventHandler>(self, handler: H, shutdown: CancellationToken) {
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => return,
+                message = self.consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(consumer = %self.name, %error, "kafka receive failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let event = ReceivedEvent::from_message(&message);
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.process(&handler, &event).await {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(consumer = %self.name, event_id = %event.id, %error, "event handling failed; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            if let Err(error) = self.consumer.commit_message(&message, CommitMode::Async) {
+                // The inbox makes the redelivery this may cause harmless.
+                tracing::warn!(consumer = %self.name, %error, "offset commit failed");
+            }
+        }
+    }
+
+    /// Applies one event unless the inbox already holds it.
+    pub async fn process<H: EventHandler>(&self, handler: &H, event: &ReceivedEvent) -> Result<Outcome, HandlerError> {
+        let span = tracing::info_span!("event", otel.name = %event.event_type, event_id = %event.id, consumer = %self.name);
+        propagation::set_parent(&span, propagation::extract_fields(&event.headers));
+        async {
+            let mut tx = self.pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.name)
+            .bind(&event.id)
+            .bind(&event.topic)
+            .bind(event.partition)
+            .bind(event.offset)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                tracing::debug!("duplicate event ignored");
+                return Ok(Outcome::Duplicate);
+            }
+            handler.handle(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(Outcome::Applied)
+        }
+        .instrument(span)
+        .await
+    }
+}

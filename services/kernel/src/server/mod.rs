@@ -1,0 +1,193 @@
+//! The server skeleton every service runs: one port speaking gRPC (HTTP/2), grpc-web and plain
+//! HTTP (`/metrics` and service-specific routes such as uploads), with health, reflection,
+//! identity, limits and an ordered graceful shutdown.
+//!
+//! A service builds a [`ServiceHost`], adds its tonic services, dependency checks and HTTP
+//! routes, and calls [`ServiceHost::serve`]. Shutdown runs in this order: health turns
+//! `NOT_SERVING`, the listener stops accepting, in-flight calls get
+//! [`ServerConfig::shutdown_grace`] to finish, then `serve` returns so the caller can flush
+//! Kafka and close its pools.
+
+mod layers;
+mod readiness;
+
+pub use layers::{MessageLimitLayer, TraceLayer};
+pub use readiness::{CheckFn, DependencyCheck};
+
+use crate::config::{IdentityConfig, ServerConfig};
+use crate::identity::{AuthLayer, TokenVerifier};
+use crate::telemetry::metrics::Metrics;
+use axum::routing::get;
+use http::{Request, Response};
+use readiness::Readiness;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tower::{Service, ServiceBuilder};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+/// Why a server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection descriptors are invalid: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Headers a browser must be allowed to read so grpc-web clients see statuses and details.
+const EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+
+/// Assembles one service's server.
+#[derive(Debug)]
+pub struct ServiceHost {
+    config: ServerConfig,
+    routes: RoutesBuilder,
+    http: axum::Router,
+    descriptor_sets: Vec<&'static [u8]>,
+    service_names: Vec<String>,
+    checks: Vec<DependencyCheck>,
+    verifier: TokenVerifier,
+    metrics: Metrics,
+}
+
+impl ServiceHost {
+    pub fn new(config: &ServerConfig, identity: &IdentityConfig, metrics: Metrics) -> Self {
+        Self {
+            config: config.clone(),
+            routes: RoutesBuilder::default(),
+            http: axum::Router::new(),
+            descriptor_sets: Vec::new(),
+            service_names: Vec::new(),
+            checks: Vec::new(),
+            verifier: TokenVerifier::new(identity),
+            metrics,
+        }
+    }
+
+    /// Adds a tonic service. Its name is reported by health and its descriptors must be added
+    /// with [`Self::descriptor_set`] for reflection. Set the generated server's
+    /// `max_decoding_message_size` from [`ServerConfig::max_message_bytes`].
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: Service<Request<Body>, Error = Infallible, Response = Response<Body>>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.service_names.push(S::NAME.to_owned());
+        self.routes.add_service(service);
+        self
+    }
+
+    /// An encoded `FileDescriptorSet` to serve through reflection.
+    pub fn descriptor_set(mut self, set: &'static [u8]) -> Self {
+        self.descriptor_sets.push(set);
+        self
+    }
+
+    /// Plain HTTP routes served on the same port (uploads, webhooks). They pass through the
+    /// same identity check as gRPC calls.
+    pub fn http_routes(mut self, router: axum::Router) -> Self {
+        self.http = self.http.merge(router);
+        self
+    }
+
+    /// A dependency that must answer before the service reports `SERVING`.
+    pub fn check(mut self, check: DependencyCheck) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then shuts down in order.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let readiness = Readiness::new(reporter, self.service_names.clone()).await;
+
+        let mut routes = self.routes;
+        routes.add_service(health);
+        routes.add_service(reflection_builder(&self.descriptor_sets).build_v1()?);
+        routes.add_service(reflection_builder(&self.descriptor_sets).build_v1alpha()?);
+        let metrics = self.metrics.clone();
+        let router = routes
+            .routes()
+            .into_axum_router()
+            .merge(self.http)
+            .route("/metrics", get(move || std::future::ready(metrics.encode())));
+
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::mirror_request())
+            .allow_methods([http::Method::POST, http::Method::GET, http::Method::OPTIONS])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(EXPOSED_HEADERS.map(http::HeaderName::from_static))
+            .max_age(Duration::from_secs(600));
+        // Outermost first. grpc-web is translated before metrics and auth see the request, so
+        // both treat browser and native clients alike; limits sit innermost so a refused or
+        // unauthenticated request never takes a slot.
+        let stack = ServiceBuilder::new()
+            .layer(TraceLayer)
+            .layer(cors)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(self.metrics.layer())
+            .layer(MessageLimitLayer)
+            .layer(AuthLayer::new(self.verifier))
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(self.config.concurrency_limit));
+
+        let stop_accepting = CancellationToken::new();
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(self.config.keepalive_interval_secs)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(self.config.keepalive_timeout_secs)))
+            .layer(stack)
+            .add_routes(router.into())
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop_accepting.clone().cancelled_owned());
+        let mut server = std::pin::pin!(server);
+
+        let stop_checks = CancellationToken::new();
+        let watcher = tokio::spawn(readiness.clone().watch(
+            self.checks,
+            Duration::from_millis(self.config.readiness_interval_ms),
+            stop_checks.clone(),
+        ));
+
+        tokio::select! {
+            result = &mut server => {
+                stop_checks.cancel();
+                return result.map_err(Into::into);
+            }
+            () = shutdown.cancelled() => {}
+        }
+        tracing::info!("shutting down: not serving");
+        stop_checks.cancel();
+        let _ = watcher.await;
+        readiness.set(tonic_health::ServingStatus::NotServing).await;
+        stop_accepting.cancel();
+        let grace = self.config.shutdown_grace();
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => {
+                tracing::info!("in-flight calls drained");
+                result.map_err(Into::into)
+            }
+            Err(_) => {
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining calls");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn reflection_builder(sets: &[&'static [u8]]) -> tonic_reflection::server::Builder<'static> {
+    sets.iter().fold(
+        tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |builder, set| builder.register_encoded_file_descriptor_set(set),
+    )
+}

@@ -1,0 +1,280 @@
+//! Prometheus metrics: one registry per process, RED metrics for every RPC, and a tower layer
+//! that records them from the gRPC status each response ends with.
+
+use pin_project_lite::pin_project;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+use tower::{Layer, Service};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    service: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    service: String,
+    method: String,
+    code: String,
+}
+
+#[derive(Debug)]
+struct RpcMetrics {
+    handled: Family<CodeLabels, Counter>,
+    latency: Family<MethodLabels, Histogram>,
+    in_flight: Family<MethodLabels, Gauge>,
+}
+
+/// The process's metrics registry. Services register their own metrics next to the RPC ones.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    rpc: Arc<RpcMetrics>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("codingagent");
+        let rpc = RpcMetrics {
+            handled: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            }),
+            in_flight: Family::default(),
+        };
+        registry.register("grpc_server_handled", "RPCs completed, by status code", rpc.handled.clone());
+        registry.register("grpc_server_handling_seconds", "Time from request to the final status", rpc.latency.clone());
+        registry.register("grpc_server_in_flight", "RPCs being handled now", rpc.in_flight.clone());
+        Self { registry: Arc::new(Mutex::new(registry)), rpc: Arc::new(rpc) }
+    }
+
+    /// Adds a service-specific metric; `name` gets the `codingagent_` prefix.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
+    }
+
+    /// The OpenMetrics text exposition served at `/metrics`.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+
+    pub fn layer(&self) -> MetricsLayer {
+        MetricsLayer { rpc: self.rpc.clone() }
+    }
+}
+
+/// Records RED metrics for every request passing through.
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    rpc: Arc<RpcMetrics>,
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService { inner, rpc: self.rpc.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    rpc: Arc<RpcMetrics>,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for MetricsService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+{
+    type Response = http::Response<MetricsBody<ResBody>>;
+    type Error = S::Error;
+    type Future = MetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let labels = method_labels(request.uri().path());
+        self.rpc.in_flight.get_or_create(&labels).inc();
+        let recorder = Recorder { rpc: self.rpc.clone(), labels, start: Instant::now() };
+        MetricsFuture { inner: self.inner.call(request), recorder: Some(recorder) }
+    }
+}
+
+/// `/codingagent.chat.v1.ChatService/PostMessage` → (`codingagent.chat.v1.ChatService`,
+/// `PostMessage`); anything else (plain HTTP routes) is grouped so paths with ids cannot
+/// explode the label space.
+fn method_labels(path: &str) -> MethodLabels {
+    match path.trim_start_matches('/').split_once('/') {
+        Some((service, method)) if service.contains('.') && !method.contains('/') => {
+            MethodLabels { service: service.to_owned(), method: method.to_owned() }
+        }
+        _ => MethodLabels { service: "http".into(), method: "other".into() },
+    }
+}
+
+#[derive(Debug)]
+struct Recorder {
+    rpc: Arc<RpcMetrics>,
+    labels: MethodLabels,
+    start: Instant,
+}
+
+impl Recorder {
+    fn finish(self, code: &str) {
+        let MethodLabels { service, method } = self.labels.clone();
+        self.rpc.latency.get_or_create(&self.labels).observe(self.start.elapsed().as_secs_f64());
+        self.rpc.in_flight.get_or_create(&self.labels).dec();
+        self.rpc.handled.get_or_create(&CodeLabels { service, method, code: code.to_owned() }).inc();
+    }
+}
+
+fn code_name(value: &http::HeaderValue) -> String {
+    let code = value.to_str().ok().and_then(|v| v.parse::<i32>().ok()).unwrap_or(2);
+    format!("{:?}", tonic::Code::from_i32(code))
+}
+
+pin_project! {
+    /// Resolves to the response and hands the recorder to its body.
+    #[derive(Debug)]
+    pub struct MetricsFuture<F> {
+        #[pin]
+        inner: F,
+        recorder: Option<Recorder>,
+    }
+}
+
+impl<F, B, E> Future for MetricsFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<MetricsBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(recorder) = this.recorder.take() else {
+            return Poll::Ready(result.map(|r| r.map(|inner| MetricsBody { inner, recorder: None })));
+        };
+        Poll::Ready(match result {
+            Ok(response) => {
+                // A status in the headers ("trailers-only") means the call ended right here.
+                let recorder = match response.headers().get("grpc-status") {
+                    Some(code) => {
+                        recorder.finish(&code_name(code));
+                        None
+                    }
+                    None => Some(recorder),
+                };
+                Ok(response.map(|inner| MetricsBody { inner, recorder }))
+            }
+            Err(error) => {
+                recorder.finish("Unknown");
+                Err(error)
+            }
+        })
+    }
+}
+
+pin_project! {
+    /// Watches the body for the trailers carrying the final status; a body dropped before
+    /// them was cancelled by the client.
+    #[derive(Debug)]
+    pub struct MetricsBody<B> {
+        #[pin]
+        inner: B,
+        recorder: Option<Recorder>,
+    }
+
+    impl<B> PinnedDrop for MetricsBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(recorder) = this.project().recorder.take() {
+                recorder.finish("Cancelled");
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for MetricsBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+                    if let Some(recorder) = this.recorder.take() {
+                        recorder.finish(&code_name(code));
+                    }
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(recorder) = this.recorder.take() {
+                    recorder.finish("Unknown");
+                }
+            }
+            // Plain HTTP responses end without gRPC trailers.
+            None => {
+                if let Some(recorder) = this.recorder.take() {
+                    recorder.finish("Ok");
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_paths_become_labels() {
+        let labels = method_labels("/codingagent.chat.v1.ChatService/PostMessage");
+        assert_eq!(labels.service, "codingagent.chat.v1.ChatService");
+        assert_eq!(labels.method, "PostMessage");
+        assert_eq!(method_labels("/v1/conversations/123/attachments").service, "http");
+    }
+
+    #[test]
+    fn status_codes_are_named() {
+        assert_eq!(code_name(&http::HeaderValue::from_static("0")), "Ok");
+        assert_eq!(code_name(&http::HeaderValue::from_static("8")), "ResourceExhausted");
+        assert_eq!(code_name(&http::HeaderValue::from_static("junk")), "Unknown");
+    }
+}

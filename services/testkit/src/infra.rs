@@ -1,0 +1,68 @@
+//! Where the local infrastructure listens, and isolation helpers on top of it.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use std::str::FromStr;
+
+/// The defaults match the ports `./dev` uses; CI and other setups override them with the same
+/// variables the services read.
+const DEFAULT_DATABASE_URL: &str = "postgres://codingagent:codingagent@127.0.0.1:55432/codingagent";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:56379";
+const DEFAULT_KAFKA_BOOTSTRAP: &str = "127.0.0.1:59092";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The Redis server the tests use.
+pub fn redis_url() -> String {
+    env_or("REDIS_URL", DEFAULT_REDIS_URL)
+}
+
+/// The Kafka bootstrap servers the tests use.
+pub fn kafka_bootstrap() -> String {
+    env_or("KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
+}
+
+/// A name no other test (or earlier run) uses, for topics, consumer groups and schemas.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A database created for one test and dropped when the test ends, so tests can run in
+/// parallel and leave nothing behind.
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    admin: PgConnectOptions,
+    /// Connection URL of the new database.
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> anyhow::Result<Self> {
+        let admin_url = env_or("DATABASE_URL", DEFAULT_DATABASE_URL);
+        let admin = PgConnectOptions::from_str(&admin_url)?;
+        let name = unique_name("test");
+        let mut conn = PgConnection::connect_with(&admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+        conn.close().await?;
+        let url = admin.clone().database(&name).to_url_lossy().to_string();
+        Ok(Self { name, admin, url })
+    }
+
+    /// A small pool on the test database.
+    pub async fn pool(&self) -> anyhow::Result<PgPool> {
+        Ok(PgPoolOptions::new().max_connections(4).connect(&self.url).await?)
+    }
+
+    /// Drops the database, disconnecting anyone still connected.
+    pub async fn drop_database(self) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect_with(&self.admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok(())
+    }
+}

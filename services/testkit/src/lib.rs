@@ -1,0 +1,10 @@
+//! Test support shared by CodingAgent's crates. Tests run against the real PostgreSQL, Redis
+//! and Kafka that `./dev up` (or `./dev test`) starts; this crate knows where they listen,
+//! gives every test its own database and Kafka topics so tests never see each other's data,
+//! and provides a probe gRPC service for exercising the server skeleton.
+
+mod infra;
+mod probe;
+
+pub use infra::{kafka_bootstrap, redis_url, unique_name, TestDatabase};
+pub use probe::pb;
