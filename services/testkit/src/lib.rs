@@ -4,7 +4,9 @@
 //! and provides a probe gRPC service for exercising the server skeleton.
 
 mod infra;
+mod kafka;
 mod probe;
 
 pub use infra::{kafka_bootstrap, redis_url, unique_name, TestDatabase};
+pub use kafka::{Record, read_topic};
 pub use probe::pb;

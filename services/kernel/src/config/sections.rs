@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub keepalive_timeout_secs: u64,
     /// How long in-flight calls may take to finish after shutdown starts.
     pub shutdown_grace_secs: u64,
+    /// Time between reporting `NOT_SERVING` and closing the listener, so load balancers
+    /// stop routing here before connections are refused (a few seconds on Kubernetes).
+    pub shutdown_drain_delay_ms: u64,
     /// How often dependencies are checked for the health status.
     pub readiness_interval_ms: u64,
 }
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 10,
             shutdown_grace_secs: 20,
+            shutdown_drain_delay_ms: 0,
             readiness_interval_ms: 2_000,
         }
     }

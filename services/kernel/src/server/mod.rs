@@ -10,8 +10,10 @@
 
 mod layers;
 mod readiness;
+mod web;
 
 pub use layers::{MessageLimitLayer, TraceLayer};
+pub use web::WebLayer;
 pub use readiness::{CheckFn, DependencyCheck};
 
 use crate::config::{IdentityConfig, ServerConfig};
@@ -129,13 +131,13 @@ impl ServiceHost {
             .allow_headers(AllowHeaders::mirror_request())
             .expose_headers(EXPOSED_HEADERS.map(http::HeaderName::from_static))
             .max_age(Duration::from_secs(600));
-        // Outermost first. grpc-web is translated before metrics and auth see the request, so
+        // Outermost first. grpc-web (only grpc-web: plain HTTP/1.1 passes) is translated before metrics and auth see the request, so
         // both treat browser and native clients alike; limits sit innermost so a refused or
         // unauthenticated request never takes a slot.
         let stack = ServiceBuilder::new()
             .layer(TraceLayer)
             .layer(cors)
-            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(WebLayer)
             .layer(self.metrics.layer())
             .layer(MessageLimitLayer)
             .layer(AuthLayer::new(self.verifier))
@@ -170,6 +172,7 @@ impl ServiceHost {
         stop_checks.cancel();
         let _ = watcher.await;
         readiness.set(tonic_health::ServingStatus::NotServing).await;
+        tokio::time::sleep(Duration::from_millis(self.config.shutdown_drain_delay_ms)).await;
         stop_accepting.cancel();
         let grace = self.config.shutdown_grace();
         match tokio::time::timeout(grace, &mut server).await {

@@ -1,0 +1,194 @@
+//! The outbox, relay and inbox against the real PostgreSQL and Kafka.
+
+use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, Secret};
+use codingagent_kernel::kafka::relay::{self, Relay};
+use codingagent_kernel::kafka::{EventHandler, HandlerError, InboxConsumer, ReceivedEvent, enqueue, topics};
+use codingagent_kernel::{CancellationToken, db};
+use codingagent_proto::codingagent::events::v1::TaskCreated;
+use codingagent_testkit::{TestDatabase, read_topic, unique_name};
+use sqlx::{PgConnection, PgPool};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("tests/migrations");
+
+struct Fixture {
+    database: TestDatabase,
+    pool: PgPool,
+    kafka: KafkaConfig,
+    topic: String,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let database = TestDatabase::create().await.unwrap();
+        let config = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
+        let pool = db::connect(&config, "kernel_test", &MIGRATIONS).await.unwrap();
+        // One partition, so a sentinel event proves that everything before it was consumed.
+        let kafka = KafkaConfig {
+            bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
+            topic_partitions: 1,
+            relay_poll_ms: 100,
+            ..KafkaConfig::default()
+        };
+        let topic = unique_name("codingagent.test");
+        topics::ensure(&kafka, &[&topic]).await.unwrap();
+        Self { database, pool, kafka, topic }
+    }
+
+    fn relay(&self) -> Relay {
+        Relay::new(self.pool.clone(), &self.kafka, "kernel-test").unwrap()
+    }
+
+    /// Changes state and records the event in one transaction, then commits or rolls back.
+    async fn write(&self, id: &str, commit: bool) {
+        let mut tx = self.pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO things (id) VALUES ($1)").bind(id).execute(&mut *tx).await.unwrap();
+        let event = TaskCreated { task_id: id.into(), owner: "alice".into(), text: format!("task {id}"), ..Default::default() };
+        enqueue(&mut tx, &self.topic, id, &event).await.unwrap();
+        if commit { tx.commit().await.unwrap() } else { tx.rollback().await.unwrap() }
+    }
+
+    async fn pending(&self) -> i64 {
+        relay::pending(&self.pool).await.unwrap()
+    }
+
+    async fn applied(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT event_key FROM applied ORDER BY applied_at").fetch_all(&self.pool).await.unwrap()
+    }
+
+    async fn finish(self) {
+        self.pool.close().await;
+        self.database.drop_database().await.unwrap();
+    }
+}
+
+/// A consumer whose only effect is a row per applied event, so duplicates would show.
+struct RecordApplied;
+
+impl EventHandler for RecordApplied {
+    async fn handle(&self, conn: &mut PgConnection, event: &ReceivedEvent) -> Result<(), HandlerError> {
+        let created: TaskCreated = event.decode()?;
+        sqlx::query("INSERT INTO applied (event_id, event_key) VALUES ($1, $2)")
+            .bind(&event.id)
+            .bind(&created.task_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn committed_events_are_applied_exactly_once_even_when_the_relay_dies_before_marking() {
+    let fixture = Fixture::new().await;
+    let relay = fixture.relay();
+    fixture.write("committed", true).await;
+    fixture.write("rolled-back", false).await;
+    assert_eq!(fixture.pending().await, 1, "a rolled-back transaction leaves no outbox row");
+
+    // The relay publishes, then dies before marking: its transaction is rolled back.
+    let mut tx = fixture.pool.begin().await.unwrap();
+    let claimed = relay::claim(&mut tx, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(relay.publish(&claimed).await.iter().all(Result::is_ok));
+    drop(tx);
+    assert_eq!(fixture.pending().await, 1, "the row is still unsent after the crash");
+
+    // The next relay publishes it again and marks it.
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+    assert_eq!(fixture.pending().await, 0);
+    fixture.write("sentinel", true).await;
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+    assert_eq!(relay.relay_once().await.unwrap(), 0, "nothing left to publish");
+
+    // Kafka really holds the duplicate (same event id twice) and nothing rolled back.
+    let records = read_topic(&fixture.topic, 4, Duration::from_secs(15)).await.unwrap();
+    let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
+    assert_eq!(keys, ["committed", "committed", "sentinel"]);
+    assert_eq!(records[0].headers["ce_id"], records[1].headers["ce_id"]);
+    assert_eq!(records[0].headers["ce_type"], "codingagent.events.v1.TaskCreated");
+    assert_eq!(records[0].headers["ce_source"], "/codingagent/kernel-test");
+    assert_eq!(records[0].headers["ce_specversion"], "1.0");
+    assert_eq!(records[0].headers["content-type"], "application/protobuf");
+    assert!(records[0].headers.contains_key("ce_time"));
+
+    // The consumer's inbox drops the duplicate.
+    let shutdown = CancellationToken::new();
+    let group = unique_name("kernel-test-consumer");
+    let consumer = InboxConsumer::new(fixture.pool.clone(), &fixture.kafka, &group, &[&fixture.topic]).unwrap();
+    let running = tokio::spawn(consumer.run(RecordApplied, shutdown.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fixture.applied().await.contains(&"sentinel".to_owned()) {
+        assert!(Instant::now() < deadline, "consumer never reached the sentinel");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fixture.applied().await, ["committed", "sentinel"]);
+    shutdown.cancel();
+    running.await.unwrap();
+    fixture.finish().await;
+}
+
+#[tokio::test]
+async fn the_running_relay_publishes_each_commit_promptly_and_drains_on_shutdown() {
+    let fixture = Fixture::new().await;
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(fixture.relay().run(shutdown.clone()));
+    for id in ["one", "two", "three"] {
+        fixture.write(id, true).await;
+    }
+    let records = read_topic(&fixture.topic, 3, Duration::from_secs(20)).await.unwrap();
+    let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
+    assert_eq!(keys, ["one", "two", "three"], "one aggregate's partition keeps commit order");
+
+    shutdown.cancel();
+    fixture.write("late", true).await;
+    relay.await.unwrap();
+    // Whatever was committed before the relay stopped is either published or still pending,
+    // never lost.
+    let published = read_topic(&fixture.topic, 4, Duration::from_secs(5)).await.unwrap().len();
+    assert_eq!(published as i64 + fixture.pending().await, 4);
+    fixture.finish().await;
+}
+
+#[tokio::test]
+async fn a_published_event_decodes_with_tools_no_one_here_wrote() {
+    let fixture = Fixture::new().await;
+    fixture.write("decode-me", true).await;
+    assert_eq!(fixture.relay().relay_once().await.unwrap(), 1);
+
+    // kcat reads the raw record value; protoc decodes it with the contract alone.
+    let kcat = Command::new("kcat")
+        .args(["-C", "-b", &fixture.kafka.bootstrap_servers, "-t", &fixture.topic, "-o", "beginning", "-c", "1", "-e", "-q"])
+        .args(["-f", "%s"])
+        .output()
+        .expect("kcat is installed by ./dev");
+    assert!(kcat.status.success(), "{}", String::from_utf8_lossy(&kcat.stderr));
+    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
+    let mut protoc = Command::new(protoc_bin_vendored::protoc_bin_path().unwrap())
+        .arg("--decode=codingagent.events.v1.TaskCreated")
+        .arg(format!("--proto_path={proto_root}"))
+        .arg(format!("--proto_path={}", protoc_bin_vendored::include_path().unwrap().display()))
+        .arg("codingagent/events/v1/task_events.proto")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(protoc.stdin.as_mut().unwrap(), &kcat.stdout).unwrap();
+    drop(protoc.stdin.take());
+    let decoded = protoc.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    assert!(decoded.status.success(), "{}", String::from_utf8_lossy(&decoded.stderr));
+    assert!(text.contains(r#"task_id: "decode-me""#), "{text}");
+    assert!(text.contains(r#"owner: "alice""#), "{text}");
+
+    // kcat also shows the CloudEvents headers.
+    let headers = Command::new("kcat")
+        .args(["-C", "-b", &fixture.kafka.bootstrap_servers, "-t", &fixture.topic, "-o", "beginning", "-c", "1", "-e", "-q"])
+        .args(["-f", "%h"])
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&headers.stdout);
+    assert!(headers.contains("ce_type=codingagent.events.v1.TaskCreated"), "{headers}");
+    fixture.finish().await;
+}
