@@ -1,7 +1,10 @@
 //! CodingAgent's contracts for Rust. Every package under `proto/codingagent` is compiled here
-//! (`codingagent.chat.v1` becomes [`codingagent::chat::v1`]) with its message types, its tonic
+//! (`codingagent.chat.v1` becomes `codingagent::chat::v1`) with its message types, its tonic
 //! server trait and, with the default `client` feature, its tonic client — which makes this
 //! crate the Rust SDK as well. The encoded descriptor set is exported for gRPC reflection.
+//!
+//! The README below is compiled as a doctest, so its example stays true.
+#![doc = include_str!("../README.md")]
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
 include!(concat!(env!("OUT_DIR"), "/codingagent.rs"));

@@ -15,7 +15,8 @@ pub use sections::{
 };
 pub use secret::{REDACTED, Secret};
 
-use figment::Figment;
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::Value;
 use serde::Serialize;
@@ -103,7 +104,8 @@ pub fn load_with_env<T: ServiceConfig>(
             .collect();
         layer.sort();
         for (key, value) in layer {
-            figment = figment.merge(Serialized::default(&key, parse_value(value)));
+            let origin = format!("environment variable {prefix}{}", key.to_ascii_uppercase().replace('.', "__"));
+            figment = figment.merge(Named::new(origin, &key, value));
         }
     }
     for item in &args.overrides {
@@ -111,7 +113,7 @@ pub fn load_with_env<T: ServiceConfig>(
             .split_once('=')
             .filter(|(key, _)| !key.trim().is_empty())
             .ok_or_else(|| ConfigError::Override(item.clone()))?;
-        figment = figment.merge(Serialized::default(key.trim(), parse_value(value)));
+        figment = figment.merge(Named::new(format!("--set {item}"), key.trim(), value));
     }
     let config: T = figment.extract()?;
     config.validate()?;
@@ -121,6 +123,29 @@ pub fn load_with_env<T: ServiceConfig>(
 /// The effective configuration as TOML, secrets redacted, for `--dump-config`.
 pub fn dump<T: ServiceConfig>(config: &T) -> Result<String, ConfigError> {
     toml::to_string_pretty(config).map_err(|error| ConfigError::invalid("<root>", error.to_string()))
+}
+
+/// One setting from the environment or the command line, named after where it came from so
+/// errors point there rather than at this file.
+struct Named {
+    origin: String,
+    value: Serialized<Value>,
+}
+
+impl Named {
+    fn new(origin: String, key: &str, raw: &str) -> Self {
+        Self { origin, value: Serialized::default(key, parse_value(raw)) }
+    }
+}
+
+impl Provider for Named {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.origin.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.value.data()
+    }
 }
 
 /// `SERVER__LISTEN_ADDR` → `server.listen_addr`.

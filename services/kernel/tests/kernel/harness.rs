@@ -25,7 +25,10 @@ pub(crate) struct Probe;
 impl ProbeService for Probe {
     async fn sleep(&self, request: Request<SleepRequest>) -> Result<Response<SleepResponse>, Status> {
         let request = request.into_inner();
-        tokio::time::sleep(Duration::from_millis(request.millis)).await;
+        // Even a zero-length tokio sleep waits for the next 1 ms timer tick.
+        if request.millis > 0 {
+            tokio::time::sleep(Duration::from_millis(request.millis)).await;
+        }
         Ok(Response::new(SleepResponse { payload: request.payload }))
     }
 
