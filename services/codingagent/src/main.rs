@@ -11,7 +11,11 @@ use codingagent_kernel::config::ConfigArgs;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "codingagent", version, about = "CodingAgent: coding requests in, reviewed pull requests out")]
+#[command(
+    name = "codingagent",
+    version,
+    about = "CodingAgent: coding requests in, reviewed pull requests out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +47,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::All(config) => runtime().and_then(|rt| rt.block_on(services::run_all(&config))),
-        Command::Serve { service, config } => runtime().and_then(|rt| rt.block_on(services::run_one(&service, &config))),
+        Command::Serve { service, config } => {
+            runtime().and_then(|rt| rt.block_on(services::run_one(&service, &config)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,5 +61,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -25,7 +25,14 @@ pub(crate) fn print_list() {
 pub(crate) async fn run_one(name: &str, config: &ConfigArgs) -> anyhow::Result<()> {
     let entry = SERVICES.iter().find(|s| s.name == name).ok_or_else(|| {
         let known: Vec<_> = SERVICES.iter().map(|s| s.name).collect();
-        anyhow::anyhow!("unknown service `{name}`; this build has: {}", if known.is_empty() { "none yet".into() } else { known.join(", ") })
+        anyhow::anyhow!(
+            "unknown service `{name}`; this build has: {}",
+            if known.is_empty() {
+                "none yet".into()
+            } else {
+                known.join(", ")
+            }
+        )
     })?;
     (entry.run)(config.clone()).await
 }

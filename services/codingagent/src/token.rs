@@ -52,10 +52,16 @@ pub(crate) fn run(args: &TokenArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let caller = match (&args.user, &args.service) {
-        (Some(user), _) => Caller { subject: user.clone(), kind: PrincipalKind::User, on_behalf_of: None },
-        (None, Some(service)) => {
-            Caller { subject: service.clone(), kind: PrincipalKind::Service, on_behalf_of: args.on_behalf_of.clone() }
-        }
+        (Some(user), _) => Caller {
+            subject: user.clone(),
+            kind: PrincipalKind::User,
+            on_behalf_of: None,
+        },
+        (None, Some(service)) => Caller {
+            subject: service.clone(),
+            kind: PrincipalKind::Service,
+            on_behalf_of: args.on_behalf_of.clone(),
+        },
         (None, None) => anyhow::bail!("--user or --service is required"),
     };
     if caller.subject.trim().is_empty() {

@@ -1,6 +1,7 @@
 //! Hot paths of the kernel: what every request pays (identity, error statuses, the whole
 //! server skeleton on loopback) and what every event pays (outbox to Kafka).
 //! Run with `cargo bench -p codingagent-kernel`; results go to docs/BENCHMARKS.md.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../tests/kernel/harness.rs"]
 #[allow(dead_code)]
@@ -21,10 +22,18 @@ fn identity(c: &mut Criterion) {
     let config = IdentityConfig::default();
     let minter = TokenMinter::new(&config);
     let verifier = TokenVerifier::new(&config);
-    let caller = Caller { subject: "alice".into(), kind: PrincipalKind::User, on_behalf_of: None };
+    let caller = Caller {
+        subject: "alice".into(),
+        kind: PrincipalKind::User,
+        on_behalf_of: None,
+    };
     let token = minter.mint(&caller).unwrap();
-    c.bench_function("identity/verify", |b| b.iter(|| verifier.verify(black_box(&token)).unwrap()));
-    c.bench_function("identity/mint", |b| b.iter(|| minter.mint(black_box(&caller)).unwrap()));
+    c.bench_function("identity/verify", |b| {
+        b.iter(|| verifier.verify(black_box(&token)).unwrap())
+    });
+    c.bench_function("identity/mint", |b| {
+        b.iter(|| minter.mint(black_box(&caller)).unwrap())
+    });
 }
 
 fn statuses(c: &mut Criterion) {
@@ -39,7 +48,11 @@ fn statuses(c: &mut Criterion) {
 }
 
 fn unary_rpc(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (server, client) = runtime.block_on(async {
         let server = harness::TestServer::start(harness::server_config(), vec![]).await;
         let client = server.client_as("alice").await;
@@ -48,7 +61,15 @@ fn unary_rpc(c: &mut Criterion) {
     c.bench_function("rpc/unary_through_skeleton", |b| {
         b.to_async(&runtime).iter(|| {
             let mut client = client.clone();
-            async move { client.sleep(SleepRequest { millis: 0, payload: vec![1; 64] }).await.unwrap() }
+            async move {
+                client
+                    .sleep(SleepRequest {
+                        millis: 0,
+                        payload: vec![1; 64],
+                    })
+                    .await
+                    .unwrap()
+            }
         })
     });
     server.shutdown.cancel();
@@ -57,20 +78,35 @@ fn unary_rpc(c: &mut Criterion) {
 /// Events per second from committed outbox rows to acknowledged Kafka records.
 fn outbox_relay(c: &mut Criterion) {
     const EVENTS: u64 = 1_000;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (database, pool, relay, topic) = runtime.block_on(async {
         let database = TestDatabase::create().await.unwrap();
-        let config = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
+        let config = DatabaseConfig {
+            url: Secret::new(database.url.clone()),
+            ..DatabaseConfig::default()
+        };
         static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("tests/migrations");
-        let pool = db::connect(&config, "kernel_bench", &MIGRATIONS).await.unwrap();
-        let kafka = KafkaConfig { bootstrap_servers: codingagent_testkit::kafka_bootstrap(), relay_batch_size: 500, ..KafkaConfig::default() };
+        let pool = db::connect(&config, "kernel_bench", &MIGRATIONS)
+            .await
+            .unwrap();
+        let kafka = KafkaConfig {
+            bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
+            relay_batch_size: 500,
+            ..KafkaConfig::default()
+        };
         let topic = unique_name("codingagent.bench");
         topics::ensure(&kafka, &[&topic]).await.unwrap();
         let relay = Relay::new(pool.clone(), &kafka, "bench").unwrap();
         (database, pool, relay, topic)
     });
     let mut group = c.benchmark_group("outbox");
-    group.sample_size(10).throughput(Throughput::Elements(EVENTS));
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements(EVENTS));
     group.bench_function("enqueue_1000_in_one_transaction", |b| {
         b.to_async(&runtime).iter_custom(|iterations| {
             let (pool, topic) = (pool.clone(), topic.clone());
@@ -80,8 +116,14 @@ fn outbox_relay(c: &mut Criterion) {
                     let started = Instant::now();
                     let mut tx = pool.begin().await.unwrap();
                     for i in 0..EVENTS {
-                        let event = TaskCreated { task_id: format!("t{i}"), text: "x".repeat(200), ..Default::default() };
-                        enqueue(&mut tx, &topic, &event.task_id, &event).await.unwrap();
+                        let event = TaskCreated {
+                            task_id: format!("t{i}"),
+                            text: "x".repeat(200),
+                            ..Default::default()
+                        };
+                        enqueue(&mut tx, &topic, &event.task_id, &event)
+                            .await
+                            .unwrap();
                     }
                     tx.commit().await.unwrap();
                     total += started.elapsed();
@@ -98,8 +140,14 @@ fn outbox_relay(c: &mut Criterion) {
                 for _ in 0..iterations {
                     let mut tx = pool.begin().await.unwrap();
                     for i in 0..EVENTS {
-                        let event = TaskCreated { task_id: format!("t{i}"), text: "x".repeat(200), ..Default::default() };
-                        enqueue(&mut tx, &topic, &event.task_id, &event).await.unwrap();
+                        let event = TaskCreated {
+                            task_id: format!("t{i}"),
+                            text: "x".repeat(200),
+                            ..Default::default()
+                        };
+                        enqueue(&mut tx, &topic, &event.task_id, &event)
+                            .await
+                            .unwrap();
                     }
                     tx.commit().await.unwrap();
                     let started = Instant::now();

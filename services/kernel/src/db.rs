@@ -21,7 +21,9 @@ const FIRST_SERVICE_VERSION: i64 = 1_000_000;
 pub enum DbSetupError {
     #[error("schema name `{0}` must be lowercase letters, digits and underscores")]
     SchemaName(String),
-    #[error("migration {0} of the service uses a version below {FIRST_SERVICE_VERSION}, reserved for the kernel")]
+    #[error(
+        "migration {0} of the service uses a version below {FIRST_SERVICE_VERSION}, reserved for the kernel"
+    )]
     ReservedVersion(i64),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -31,8 +33,16 @@ pub enum DbSetupError {
 
 /// Connects to PostgreSQL with every connection's `search_path` set to `schema`, creates the
 /// schema when missing and applies the kernel's and then the service's migrations.
-pub async fn connect(config: &DatabaseConfig, schema: &str, service: &Migrator) -> Result<PgPool, DbSetupError> {
-    if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+pub async fn connect(
+    config: &DatabaseConfig,
+    schema: &str,
+    service: &Migrator,
+) -> Result<PgPool, DbSetupError> {
+    if schema.is_empty()
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
         return Err(DbSetupError::SchemaName(schema.to_owned()));
     }
     if let Some(migration) = service.iter().find(|m| m.version < FIRST_SERVICE_VERSION) {
@@ -40,7 +50,9 @@ pub async fn connect(config: &DatabaseConfig, schema: &str, service: &Migrator) 
     }
     let options = PgConnectOptions::from_str(config.url.expose())?;
     let mut conn = PgConnection::connect_with(&options).await?;
-    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut conn).await?;
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
 
     let pool = PgPoolOptions::new()
@@ -48,7 +60,11 @@ pub async fn connect(config: &DatabaseConfig, schema: &str, service: &Migrator) 
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
         .connect_with(options.options([("search_path", schema)]))
         .await?;
-    let migrations: Vec<Migration> = KERNEL_MIGRATIONS.iter().chain(service.iter()).cloned().collect();
+    let migrations: Vec<Migration> = KERNEL_MIGRATIONS
+        .iter()
+        .chain(service.iter())
+        .cloned()
+        .collect();
     Migrator::new(Listed(migrations)).await?.run(&pool).await?;
     Ok(pool)
 }
@@ -67,6 +83,12 @@ impl<'s> MigrationSource<'s> for Listed {
 pub fn check(pool: PgPool) -> crate::server::DependencyCheck {
     crate::server::DependencyCheck::new("postgres", move || {
         let pool = pool.clone();
-        async move { sqlx::query("SELECT 1").execute(&pool).await.map(drop).map_err(|e| e.to_string()) }
+        async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
     })
 }

@@ -19,19 +19,31 @@ pub struct Record {
 /// Reads every partition of `topic` from the beginning until `expected` records arrived or
 /// `timeout` passed, and returns what it saw (so a test can also assert that nothing more
 /// came). Runs on a blocking thread so the code under test keeps running meanwhile.
-pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> anyhow::Result<Vec<Record>> {
+pub async fn read_topic(
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Record>> {
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || read_topic_blocking(&topic, expected, timeout)).await?
 }
 
-fn read_topic_blocking(topic: &str, expected: usize, timeout: Duration) -> anyhow::Result<Vec<Record>> {
+fn read_topic_blocking(
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Record>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", crate::kafka_bootstrap())
         .set("group.id", crate::unique_name("reader"))
         .set("enable.auto.commit", "false")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions as i32 {
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
@@ -40,20 +52,29 @@ fn read_topic_blocking(topic: &str, expected: usize, timeout: Duration) -> anyho
     let deadline = Instant::now() + timeout;
     let mut records = Vec::new();
     while records.len() < expected && Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let message = message?;
         let headers = message
             .headers()
             .map(|h| {
                 h.iter()
-                    .filter_map(|header| Some((header.key.to_owned(), String::from_utf8(header.value?.to_vec()).ok()?)))
+                    .filter_map(|header| {
+                        Some((
+                            header.key.to_owned(),
+                            String::from_utf8(header.value?.to_vec()).ok()?,
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default();
         records.push(Record {
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
             headers,
             payload: message.payload().unwrap_or_default().to_vec(),
         });

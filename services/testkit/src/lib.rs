@@ -7,6 +7,6 @@ mod infra;
 mod kafka;
 mod probe;
 
-pub use infra::{kafka_bootstrap, redis_url, unique_name, TestDatabase};
+pub use infra::{TestDatabase, dev, kafka_bootstrap, redis_url, unique_name};
 pub use kafka::{Record, read_topic};
 pub use probe::pb;

@@ -6,19 +6,19 @@
 //! command line → [`ServiceConfig::validate`]. Every config struct denies unknown fields, so a
 //! misspelt key fails start-up with its name instead of being silently ignored.
 
-mod sections;
 mod secret;
+mod sections;
 
-pub use sections::{
-    DEV_SIGNING_KEY, DatabaseConfig, Environment, IdentityConfig, KafkaConfig, LogFormat, RedisConfig,
-    ServerConfig, TelemetryConfig,
-};
 pub use secret::{REDACTED, Secret};
+pub use sections::{
+    DEV_SIGNING_KEY, DatabaseConfig, Environment, IdentityConfig, KafkaConfig, LogFormat,
+    RedisConfig, ServerConfig, TelemetryConfig,
+};
 
-use figment::value::{Dict, Map};
-use figment::{Figment, Metadata, Profile, Provider};
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::Value;
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -66,7 +66,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid { key: key.into(), reason: reason.into() }
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -104,7 +107,10 @@ pub fn load_with_env<T: ServiceConfig>(
             .collect();
         layer.sort();
         for (key, value) in layer {
-            let origin = format!("environment variable {prefix}{}", key.to_ascii_uppercase().replace('.', "__"));
+            let origin = format!(
+                "environment variable {prefix}{}",
+                key.to_ascii_uppercase().replace('.', "__")
+            );
             figment = figment.merge(Named::new(origin, &key, value));
         }
     }
@@ -122,7 +128,8 @@ pub fn load_with_env<T: ServiceConfig>(
 
 /// The effective configuration as TOML, secrets redacted, for `--dump-config`.
 pub fn dump<T: ServiceConfig>(config: &T) -> Result<String, ConfigError> {
-    toml::to_string_pretty(config).map_err(|error| ConfigError::invalid("<root>", error.to_string()))
+    toml::to_string_pretty(config)
+        .map_err(|error| ConfigError::invalid("<root>", error.to_string()))
 }
 
 /// One setting from the environment or the command line, named after where it came from so
@@ -134,7 +141,10 @@ struct Named {
 
 impl Named {
     fn new(origin: String, key: &str, raw: &str) -> Self {
-        Self { origin, value: Serialized::default(key, parse_value(raw)) }
+        Self {
+            origin,
+            value: Serialized::default(key, parse_value(raw)),
+        }
     }
 }
 
@@ -150,7 +160,10 @@ impl Provider for Named {
 
 /// `SERVER__LISTEN_ADDR` → `server.listen_addr`.
 fn env_key(rest: &str) -> String {
-    rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".")
+    rest.split("__")
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Values are read the way figment reads environment variables: TOML scalars and arrays

@@ -43,7 +43,10 @@ impl Caller {
     /// The user id, or `PERMISSION_DENIED` when the call carries no user at all.
     pub fn require_user(&self) -> Result<&str, tonic::Status> {
         self.user_id().ok_or_else(|| {
-            crate::error::permission_denied("USER_REQUIRED", "this call must be made by or on behalf of a user")
+            crate::error::permission_denied(
+                "USER_REQUIRED",
+                "this call must be made by or on behalf of a user",
+            )
         })
     }
 }
@@ -91,7 +94,9 @@ pub struct TokenMinter {
 
 impl std::fmt::Debug for TokenMinter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenMinter").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("TokenMinter")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +117,11 @@ impl TokenMinter {
         self.mint_with_lifetime(caller, self.ttl)
     }
 
-    pub fn mint_with_lifetime(&self, caller: &Caller, lifetime: Duration) -> Result<String, IdentityError> {
+    pub fn mint_with_lifetime(
+        &self,
+        caller: &Caller,
+        lifetime: Duration,
+    ) -> Result<String, IdentityError> {
         let now = unix_now();
         let claims = Claims {
             iss: ISSUER.into(),
@@ -125,7 +134,8 @@ impl TokenMinter {
             exp: now + lifetime.as_secs(),
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.key).map_err(|e| IdentityError::Signing(e.to_string()))
+        encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+            .map_err(|e| IdentityError::Signing(e.to_string()))
     }
 }
 
@@ -138,7 +148,9 @@ pub struct TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").field("keys", &self.keys.len()).finish_non_exhaustive()
+        f.debug_struct("TokenVerifier")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -164,10 +176,16 @@ impl TokenVerifier {
             match decode::<Claims>(token, key, &self.validation) {
                 Ok(data) => {
                     let claims = data.claims;
-                    if claims.sub.is_empty() || (claims.kind == PrincipalKind::User && claims.obo.is_some()) {
+                    if claims.sub.is_empty()
+                        || (claims.kind == PrincipalKind::User && claims.obo.is_some())
+                    {
                         return Err(IdentityError::Malformed);
                     }
-                    return Ok(Caller { subject: claims.sub, kind: claims.kind, on_behalf_of: claims.obo });
+                    return Ok(Caller {
+                        subject: claims.sub,
+                        kind: claims.kind,
+                        on_behalf_of: claims.obo,
+                    });
                 }
                 // Another key may still verify the signature; every other failure is final.
                 Err(error) if matches!(error.kind(), ErrorKind::InvalidSignature) => {}
@@ -175,7 +193,9 @@ impl TokenVerifier {
                     outcome = Err(match error.kind() {
                         ErrorKind::ExpiredSignature => IdentityError::Expired,
                         ErrorKind::ImmatureSignature => IdentityError::NotYetValid,
-                        ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => IdentityError::WrongAudience,
+                        ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => {
+                            IdentityError::WrongAudience
+                        }
                         _ => IdentityError::Malformed,
                     });
                     break;
@@ -187,7 +207,10 @@ impl TokenVerifier {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -195,11 +218,18 @@ mod tests {
     use super::*;
 
     fn config(key: &str) -> IdentityConfig {
-        IdentityConfig { signing_key: Secret::new(key), ..IdentityConfig::default() }
+        IdentityConfig {
+            signing_key: Secret::new(key),
+            ..IdentityConfig::default()
+        }
     }
 
     fn alice() -> Caller {
-        Caller { subject: "alice".into(), kind: PrincipalKind::User, on_behalf_of: None }
+        Caller {
+            subject: "alice".into(),
+            kind: PrincipalKind::User,
+            on_behalf_of: None,
+        }
     }
 
     const KEY_A: &str = "a-key-that-is-at-least-thirty-two-bytes-long";
@@ -215,8 +245,14 @@ mod tests {
     #[test]
     fn service_acting_for_a_user() {
         let cfg = config(KEY_A);
-        let caller = Caller { subject: "orchestration".into(), kind: PrincipalKind::Service, on_behalf_of: Some("bob".into()) };
-        let verified = TokenVerifier::new(&cfg).verify(&TokenMinter::new(&cfg).mint(&caller).unwrap()).unwrap();
+        let caller = Caller {
+            subject: "orchestration".into(),
+            kind: PrincipalKind::Service,
+            on_behalf_of: Some("bob".into()),
+        };
+        let verified = TokenVerifier::new(&cfg)
+            .verify(&TokenMinter::new(&cfg).mint(&caller).unwrap())
+            .unwrap();
         assert_eq!(verified.user_id(), Some("bob"));
         assert!(verified.is_service());
     }
@@ -224,23 +260,35 @@ mod tests {
     #[test]
     fn another_key_is_refused() {
         let token = TokenMinter::new(&config(KEY_B)).mint(&alice()).unwrap();
-        assert_eq!(TokenVerifier::new(&config(KEY_A)).verify(&token), Err(IdentityError::BadSignature));
+        assert_eq!(
+            TokenVerifier::new(&config(KEY_A)).verify(&token),
+            Err(IdentityError::BadSignature)
+        );
     }
 
     #[test]
     fn previous_keys_verify_during_rotation() {
         let old = TokenMinter::new(&config(KEY_A)).mint(&alice()).unwrap();
-        let rotated = IdentityConfig { previous_keys: vec![Secret::new(KEY_A)], ..config(KEY_B) };
+        let rotated = IdentityConfig {
+            previous_keys: vec![Secret::new(KEY_A)],
+            ..config(KEY_B)
+        };
         assert_eq!(TokenVerifier::new(&rotated).verify(&old).unwrap(), alice());
     }
 
     #[test]
     fn expired_tokens_are_refused() {
-        let cfg = IdentityConfig { leeway_secs: 0, ..config(KEY_A) };
+        let cfg = IdentityConfig {
+            leeway_secs: 0,
+            ..config(KEY_A)
+        };
         let minter = TokenMinter::new(&cfg);
         let token = minter.mint_with_lifetime(&alice(), Duration::ZERO).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(TokenVerifier::new(&cfg).verify(&token), Err(IdentityError::Expired));
+        assert_eq!(
+            TokenVerifier::new(&cfg).verify(&token),
+            Err(IdentityError::Expired)
+        );
     }
 
     #[test]
@@ -248,7 +296,10 @@ mod tests {
         let verifier = TokenVerifier::new(&config(KEY_A));
         for token in ["", "abc", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30.xx"] {
             assert!(
-                matches!(verifier.verify(token), Err(IdentityError::Malformed | IdentityError::BadSignature)),
+                matches!(
+                    verifier.verify(token),
+                    Err(IdentityError::Malformed | IdentityError::BadSignature)
+                ),
                 "{token}"
             );
         }
@@ -260,7 +311,15 @@ mod tests {
             "iss": "someone-else", "aud": AUDIENCE, "sub": "alice", "kind": "user",
             "iat": unix_now(), "nbf": unix_now(), "exp": unix_now() + 60, "jti": "x"
         });
-        let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(KEY_A.as_bytes())).unwrap();
-        assert_eq!(TokenVerifier::new(&config(KEY_A)).verify(&token), Err(IdentityError::WrongAudience));
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(KEY_A.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            TokenVerifier::new(&config(KEY_A)).verify(&token),
+            Err(IdentityError::WrongAudience)
+        );
     }
 }

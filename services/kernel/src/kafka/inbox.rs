@@ -50,7 +50,10 @@ impl ReceivedEvent {
     /// Decodes the payload, refusing a payload of another type.
     pub fn decode<M: prost::Message + prost::Name + Default>(&self) -> Result<M, DecodeError> {
         if !self.is::<M>() {
-            return Err(DecodeError::WrongType { expected: M::full_name(), actual: self.event_type.clone() });
+            return Err(DecodeError::WrongType {
+                expected: M::full_name(),
+                actual: self.event_type.clone(),
+            });
         }
         Ok(M::decode(self.payload.as_slice())?)
     }
@@ -59,16 +62,27 @@ impl ReceivedEvent {
         let headers = cloudevents::read(message.headers());
         // An event without an id (not written by an outbox) is deduplicated by position.
         let id = headers.get(cloudevents::ID).cloned().unwrap_or_else(|| {
-            format!("{}/{}/{}", message.topic(), message.partition(), message.offset())
+            format!(
+                "{}/{}/{}",
+                message.topic(),
+                message.partition(),
+                message.offset()
+            )
         });
         Self {
             id,
             event_type: headers.get(cloudevents::TYPE).cloned().unwrap_or_default(),
-            source: headers.get(cloudevents::SOURCE).cloned().unwrap_or_default(),
+            source: headers
+                .get(cloudevents::SOURCE)
+                .cloned()
+                .unwrap_or_default(),
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key().and_then(|k| std::str::from_utf8(k).ok()).map(str::to_owned),
+            key: message
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .map(str::to_owned),
             payload: message.payload().unwrap_or_default().to_vec(),
             headers,
         }
@@ -96,7 +110,11 @@ impl From<DecodeError> for HandlerError {
 /// Applies an event's effects using `conn`, the transaction that also records the event as
 /// processed.
 pub trait EventHandler: Send + Sync {
-    fn handle(&self, conn: &mut PgConnection, event: &ReceivedEvent) -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &ReceivedEvent,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
 /// Whether an event was applied or recognised as already applied.
@@ -115,14 +133,21 @@ pub struct InboxConsumer {
 
 impl std::fmt::Debug for InboxConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InboxConsumer").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("InboxConsumer")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl InboxConsumer {
     /// `name` is both the consumer group and the inbox's consumer key: instances sharing it
     /// share the work and the deduplication.
-    pub fn new(pool: PgPool, config: &KafkaConfig, name: &str, topics: &[&str]) -> Result<Self, KafkaError> {
+    pub fn new(
+        pool: PgPool,
+        config: &KafkaConfig,
+        name: &str,
+        topics: &[&str],
+    ) -> Result<Self, KafkaError> {
         let consumer: StreamConsumer = client_config(config, name)
             .set("group.id", name)
             .set("enable.auto.commit", "false")
@@ -130,7 +155,11 @@ impl InboxConsumer {
             .set("session.timeout.ms", "10000")
             .create()?;
         consumer.subscribe(topics)?;
-        Ok(Self { consumer, pool, name: name.to_owned() })
+        Ok(Self {
+            consumer,
+            pool,
+            name: name.to_owned(),
+        })
     }
 
     /// Consumes until `shutdown`. A failing handler is retried with backoff on the same
@@ -172,7 +201,11 @@ impl InboxConsumer {
     }
 
     /// Applies one event unless the inbox already holds it.
-    pub async fn process<H: EventHandler>(&self, handler: &H, event: &ReceivedEvent) -> Result<Outcome, HandlerError> {
+    pub async fn process<H: EventHandler>(
+        &self,
+        handler: &H,
+        event: &ReceivedEvent,
+    ) -> Result<Outcome, HandlerError> {
         let span = tracing::info_span!("event", otel.name = %event.event_type, event_id = %event.id, consumer = %self.name);
         propagation::set_parent(&span, propagation::extract_fields(&event.headers));
         async {

@@ -8,7 +8,12 @@ use uuid::Uuid;
 /// aggregate's events ordered on one partition). Call it with the same transaction that
 /// changes the state the event describes: the event is published if and only if that
 /// transaction commits. Returns the event id (the CloudEvents `ce_id`).
-pub async fn enqueue<M>(conn: &mut PgConnection, topic: &str, key: &str, message: &M) -> Result<Uuid, sqlx::Error>
+pub async fn enqueue<M>(
+    conn: &mut PgConnection,
+    topic: &str,
+    key: &str,
+    message: &M,
+) -> Result<Uuid, sqlx::Error>
 where
     M: prost::Message + prost::Name,
 {
@@ -28,6 +33,8 @@ where
     .execute(&mut *conn)
     .await?;
     // NOTIFY is transactional: the relay is woken when (and only if) the caller commits.
-    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')").execute(&mut *conn).await?;
+    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
+        .execute(&mut *conn)
+        .await?;
     Ok(event_id)
 }

@@ -52,14 +52,21 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("Relay")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
 impl Relay {
     /// `service` names the producer in the CloudEvents `ce_source` (`/codingagent/<service>`).
     pub fn new(pool: PgPool, config: &KafkaConfig, service: &str) -> Result<Self, KafkaError> {
-        Ok(Self { producer: producer(config, service)?, pool, config: config.clone(), source: format!("/codingagent/{service}") })
+        Ok(Self {
+            producer: producer(config, service)?,
+            pool,
+            config: config.clone(),
+            source: format!("/codingagent/{service}"),
+        })
     }
 
     /// Runs rounds until `shutdown`, waking on the outbox notification or every poll interval,
@@ -73,12 +80,19 @@ impl Relay {
                 Ok(count) if count as i64 >= self.config.relay_batch_size => continue,
                 Ok(_) => backoff = Duration::ZERO,
                 Err(error) => {
-                    backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_millis(self.config.relay_max_backoff_ms));
+                    backoff = (backoff * 2).clamp(
+                        Duration::from_millis(100),
+                        Duration::from_millis(self.config.relay_max_backoff_ms),
+                    );
                     tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "outbox relay round failed");
                     self.recover_producer();
                 }
             }
-            let wait = if backoff.is_zero() { Duration::from_millis(self.config.relay_poll_ms) } else { backoff };
+            let wait = if backoff.is_zero() {
+                Duration::from_millis(self.config.relay_poll_ms)
+            } else {
+                backoff
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
@@ -91,9 +105,14 @@ impl Relay {
     }
 
     async fn listen(&self) -> Option<PgListener> {
-        let schema: Result<String, _> = sqlx::query_scalar("SELECT current_schema()").fetch_one(&self.pool).await;
+        let schema: Result<String, _> = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&self.pool)
+            .await;
         let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener.listen(&format!("{}_outbox", schema.ok()?)).await.ok()?;
+        listener
+            .listen(&format!("{}_outbox", schema.ok()?))
+            .await
+            .ok()?;
         Some(listener)
     }
 
@@ -116,8 +135,15 @@ impl Relay {
     /// recovers; replace it.
     fn recover_producer(&mut self) {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            tracing::error!(?code, reason, "kafka producer failed fatally; recreating it");
-            match producer(&self.config, self.source.trim_start_matches("/codingagent/")) {
+            tracing::error!(
+                ?code,
+                reason,
+                "kafka producer failed fatally; recreating it"
+            );
+            match producer(
+                &self.config,
+                self.source.trim_start_matches("/codingagent/"),
+            ) {
                 Ok(fresh) => self.producer = fresh,
                 Err(error) => tracing::error!(%error, "cannot recreate kafka producer"),
             }
@@ -132,7 +158,12 @@ impl Relay {
             return Ok(0);
         }
         let published = self.publish(&rows).await;
-        let sent: Vec<i64> = rows.iter().zip(&published).filter(|(_, r)| r.is_ok()).map(|(row, _)| row.id).collect();
+        let sent: Vec<i64> = rows
+            .iter()
+            .zip(&published)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(row, _)| row.id)
+            .collect();
         let first_error = published.into_iter().find_map(Result::err);
         mark_sent(&mut tx, &sent).await?;
         if let Some(error) = &first_error {
@@ -159,7 +190,13 @@ impl Relay {
                 .key(&row.key)
                 .payload(&row.payload)
                 .headers(cloudevents::headers(&attributes, &row.trace_context));
-            async move { self.producer.send(record, timeout).await.map(drop).map_err(|(error, _)| error) }
+            async move {
+                self.producer
+                    .send(record, timeout)
+                    .await
+                    .map(drop)
+                    .map_err(|(error, _)| error)
+            }
         });
         futures::future::join_all(sends).await
     }
@@ -220,8 +257,17 @@ pub async fn mark_sent(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx:
     Ok(())
 }
 
-async fn record_failure(conn: &mut PgConnection, rows: &[OutboxRow], sent: &[i64], error: &KafkaError) -> Result<(), sqlx::Error> {
-    let failed: Vec<i64> = rows.iter().map(|r| r.id).filter(|id| !sent.contains(id)).collect();
+async fn record_failure(
+    conn: &mut PgConnection,
+    rows: &[OutboxRow],
+    sent: &[i64],
+    error: &KafkaError,
+) -> Result<(), sqlx::Error> {
+    let failed: Vec<i64> = rows
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| !sent.contains(id))
+        .collect();
     sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
         .bind(&failed)
         .bind(error.to_string())
@@ -232,5 +278,7 @@ async fn record_failure(conn: &mut PgConnection, rows: &[OutboxRow], sent: &[i64
 
 /// Rows not yet published, for the outbox-lag metric and tests.
 pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(pool).await
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        .fetch_one(pool)
+        .await
 }

@@ -2,7 +2,7 @@
 //! of tonic's "message too large" error into the status gRPC specifies for it.
 
 use crate::telemetry::propagation;
-use futures::future::{Map, FutureExt};
+use futures::future::{FutureExt, Map};
 use http::{HeaderValue, Request, Response};
 use std::task::{Context, Poll};
 use tonic::body::Body;
@@ -40,7 +40,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let span = tracing::info_span!("request", otel.name = %request.uri().path(), otel.kind = "server");
+        let span =
+            tracing::info_span!("request", otel.name = %request.uri().path(), otel.kind = "server");
         propagation::set_parent(&span, propagation::extract_http(request.headers()));
         self.inner.call(request).instrument(span)
     }
@@ -79,7 +80,9 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        self.inner.call(request).map(|result| result.map(rewrite_too_large))
+        self.inner
+            .call(request)
+            .map(|result| result.map(rewrite_too_large))
     }
 }
 
@@ -97,7 +100,10 @@ fn rewrite_too_large(mut response: Response<Body>) -> Response<Body> {
             "request message is larger than the server accepts",
         )
         .build();
-        headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+        );
         headers.remove("grpc-message");
         headers.remove("grpc-status-details-bin");
         // Re-adding through `into_http` keeps the encoding of message and details correct.

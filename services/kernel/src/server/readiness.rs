@@ -21,7 +21,9 @@ pub struct DependencyCheck {
 
 impl std::fmt::Debug for DependencyCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DependencyCheck").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("DependencyCheck")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -31,7 +33,10 @@ impl DependencyCheck {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        Self { name: name.into(), check: Arc::new(move || Box::pin(check())) }
+        Self {
+            name: name.into(),
+            check: Arc::new(move || Box::pin(check())),
+        }
     }
 }
 
@@ -48,7 +53,10 @@ pub(crate) struct Readiness {
 impl Readiness {
     /// Every service (and the whole server, `""`) starts `NOT_SERVING`.
     pub(crate) async fn new(reporter: HealthReporter, services: Vec<String>) -> Self {
-        let readiness = Self { reporter, services: Arc::new(services) };
+        let readiness = Self {
+            reporter,
+            services: Arc::new(services),
+        };
         readiness.set(ServingStatus::NotServing).await;
         readiness
     }
@@ -61,7 +69,12 @@ impl Readiness {
     }
 
     /// Re-evaluates the checks every `interval` until `stop` is cancelled.
-    pub(crate) async fn watch(self, checks: Vec<DependencyCheck>, interval: Duration, stop: CancellationToken) {
+    pub(crate) async fn watch(
+        self,
+        checks: Vec<DependencyCheck>,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
         let mut serving = false;
         loop {
             let failures = run_checks(&checks).await;
@@ -75,7 +88,12 @@ impl Readiness {
                 } else {
                     tracing::warn!(failures = ?failures, "dependency checks failed; not serving");
                 }
-                self.set(if healthy { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+                self.set(if healthy {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                })
+                .await;
                 serving = healthy;
             }
             tokio::select! {

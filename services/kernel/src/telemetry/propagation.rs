@@ -15,7 +15,10 @@ struct HeaderMapCarrier<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeaderMapCarrier<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(key),
+            http::HeaderValue::try_from(value),
+        ) {
             self.0.insert(name, value);
         }
     }
@@ -41,7 +44,9 @@ pub fn extract_http(headers: &http::HeaderMap) -> Context {
 /// Adds the current span's context to outgoing request headers.
 pub fn inject_http(headers: &mut http::HeaderMap) {
     let context = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderMapCarrier(headers)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut HeaderMapCarrier(headers))
+    });
 }
 
 /// The current span's context as plain key/value pairs, e.g. to store with an outbox row and

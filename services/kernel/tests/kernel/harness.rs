@@ -23,19 +23,30 @@ pub(crate) struct Probe;
 
 #[tonic::async_trait]
 impl ProbeService for Probe {
-    async fn sleep(&self, request: Request<SleepRequest>) -> Result<Response<SleepResponse>, Status> {
+    async fn sleep(
+        &self,
+        request: Request<SleepRequest>,
+    ) -> Result<Response<SleepResponse>, Status> {
         let request = request.into_inner();
         // Even a zero-length tokio sleep waits for the next 1 ms timer tick.
         if request.millis > 0 {
             tokio::time::sleep(Duration::from_millis(request.millis)).await;
         }
-        Ok(Response::new(SleepResponse { payload: request.payload }))
+        Ok(Response::new(SleepResponse {
+            payload: request.payload,
+        }))
     }
 
     type CountStream = Pin<Box<dyn Stream<Item = Result<CountResponse, Status>> + Send>>;
 
-    async fn count(&self, request: Request<CountRequest>) -> Result<Response<Self::CountStream>, Status> {
-        let CountRequest { count, interval_millis } = request.into_inner();
+    async fn count(
+        &self,
+        request: Request<CountRequest>,
+    ) -> Result<Response<Self::CountStream>, Status> {
+        let CountRequest {
+            count,
+            interval_millis,
+        } = request.into_inner();
         Ok(Response::new(Box::pin(async_stream::stream! {
             for index in 0..count {
                 tokio::time::sleep(Duration::from_millis(interval_millis)).await;
@@ -51,12 +62,19 @@ impl ProbeService for Probe {
                 error::FieldViolation::new("page_size", "must not be negative"),
             ]),
             "not_found" => error::not_found("task", "t-1"),
-            "exhausted" => error::resource_exhausted("BUDGET_EXCEEDED", "monthly token budget used up", Some(Duration::from_secs(30))),
+            "exhausted" => error::resource_exhausted(
+                "BUDGET_EXCEEDED",
+                "monthly token budget used up",
+                Some(Duration::from_secs(30)),
+            ),
             _ => error::internal(&"database password is hunter2"),
         })
     }
 
-    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(WhoAmIResponse {
             subject: caller.subject.clone(),
@@ -74,40 +92,68 @@ pub(crate) struct TestServer {
 }
 
 pub(crate) fn server_config() -> ServerConfig {
-    ServerConfig { readiness_interval_ms: 50, shutdown_grace_secs: 5, shutdown_drain_delay_ms: 300, max_message_bytes: 64 * 1024, ..ServerConfig::default() }
+    ServerConfig {
+        readiness_interval_ms: 50,
+        shutdown_grace_secs: 5,
+        shutdown_drain_delay_ms: 300,
+        max_message_bytes: 64 * 1024,
+        ..ServerConfig::default()
+    }
 }
 
 impl TestServer {
     pub(crate) async fn start(config: ServerConfig, checks: Vec<DependencyCheck>) -> Self {
         let identity = IdentityConfig::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let probe = ProbeServiceServer::new(Probe).max_decoding_message_size(config.max_message_bytes);
+        let probe =
+            ProbeServiceServer::new(Probe).max_decoding_message_size(config.max_message_bytes);
         let host = checks.into_iter().fold(
             ServiceHost::new(&config, &identity, Metrics::new()).add_service(probe),
             ServiceHost::check,
         );
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(host.serve(listener, shutdown.clone()));
-        Self { addr, shutdown, handle, identity }
+        Self {
+            addr,
+            shutdown,
+            handle,
+            identity,
+        }
     }
 
     pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect")
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
     }
 
     pub(crate) fn token_for(&self, user: &str) -> String {
         TokenMinter::new(&self.identity)
-            .mint(&Caller { subject: user.into(), kind: PrincipalKind::User, on_behalf_of: None })
+            .mint(&Caller {
+                subject: user.into(),
+                kind: PrincipalKind::User,
+                on_behalf_of: None,
+            })
             .expect("mint")
     }
 
     /// A probe client whose calls carry `token` (or none).
-    pub(crate) async fn client(&self, token: Option<String>) -> ProbeServiceClient<InterceptedService<Channel, WithToken>> {
+    pub(crate) async fn client(
+        &self,
+        token: Option<String>,
+    ) -> ProbeServiceClient<InterceptedService<Channel, WithToken>> {
         ProbeServiceClient::with_interceptor(self.channel().await, WithToken(token))
     }
 
-    pub(crate) async fn client_as(&self, user: &str) -> ProbeServiceClient<InterceptedService<Channel, WithToken>> {
+    pub(crate) async fn client_as(
+        &self,
+        user: &str,
+    ) -> ProbeServiceClient<InterceptedService<Channel, WithToken>> {
         self.client(Some(self.token_for(user))).await
     }
 }
@@ -118,7 +164,8 @@ pub(crate) struct WithToken(pub Option<String>);
 impl tonic::service::Interceptor for WithToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(token) = &self.0 {
-            let value = MetadataValue::try_from(token.as_str()).map_err(|_| Status::internal("bad token"))?;
+            let value = MetadataValue::try_from(token.as_str())
+                .map_err(|_| Status::internal("bad token"))?;
             request.metadata_mut().insert(IDENTITY_HEADER, value);
         }
         Ok(request)

@@ -1,4 +1,6 @@
 //! Kernel tests against the real PostgreSQL, Redis and Kafka started by `./dev`.
+// Helpers unwrap too: a panic there is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod harness;
 mod identity;
