@@ -13,9 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let mut config = tonic_prost_build::Config::new();
-    config
-        .protoc_executable(protoc_bin_vendored::protoc_bin_path()?)
-        .enable_type_names();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?).enable_type_names();
     tonic_prost_build::configure()
         .build_client(env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(true)

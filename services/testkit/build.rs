@@ -3,11 +3,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    tonic_prost_build::configure().compile_with_config(
-        config,
-        &["proto/probe.proto"],
-        &["proto"],
-    )?;
+    tonic_prost_build::configure().compile_with_config(config, &["proto/probe.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/probe.proto");
     Ok(())
 }

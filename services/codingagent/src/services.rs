@@ -27,11 +27,7 @@ pub(crate) async fn run_one(name: &str, config: &ConfigArgs) -> anyhow::Result<(
         let known: Vec<_> = SERVICES.iter().map(|s| s.name).collect();
         anyhow::anyhow!(
             "unknown service `{name}`; this build has: {}",
-            if known.is_empty() {
-                "none yet".into()
-            } else {
-                known.join(", ")
-            }
+            if known.is_empty() { "none yet".into() } else { known.join(", ") }
         )
     })?;
     (entry.run)(config.clone()).await

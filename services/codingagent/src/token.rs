@@ -52,11 +52,7 @@ pub(crate) fn run(args: &TokenArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let caller = match (&args.user, &args.service) {
-        (Some(user), _) => Caller {
-            subject: user.clone(),
-            kind: PrincipalKind::User,
-            on_behalf_of: None,
-        },
+        (Some(user), _) => Caller { subject: user.clone(), kind: PrincipalKind::User, on_behalf_of: None },
         (None, Some(service)) => Caller {
             subject: service.clone(),
             kind: PrincipalKind::Service,
@@ -70,11 +66,7 @@ pub(crate) fn run(args: &TokenArgs) -> anyhow::Result<()> {
     let token = TokenMinter::new(&config.identity)
         .mint_with_lifetime(&caller, Duration::from_secs(args.ttl))
         .context("cannot mint token")?;
-    if args.header {
-        print(&format!("{IDENTITY_HEADER}: {token}"))
-    } else {
-        print(&token)
-    }
+    if args.header { print(&format!("{IDENTITY_HEADER}: {token}")) } else { print(&token) }
 }
 
 fn print(text: &str) -> anyhow::Result<()> {

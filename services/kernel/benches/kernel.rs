@@ -22,18 +22,10 @@ fn identity(c: &mut Criterion) {
     let config = IdentityConfig::default();
     let minter = TokenMinter::new(&config);
     let verifier = TokenVerifier::new(&config);
-    let caller = Caller {
-        subject: "alice".into(),
-        kind: PrincipalKind::User,
-        on_behalf_of: None,
-    };
+    let caller = Caller { subject: "alice".into(), kind: PrincipalKind::User, on_behalf_of: None };
     let token = minter.mint(&caller).unwrap();
-    c.bench_function("identity/verify", |b| {
-        b.iter(|| verifier.verify(black_box(&token)).unwrap())
-    });
-    c.bench_function("identity/mint", |b| {
-        b.iter(|| minter.mint(black_box(&caller)).unwrap())
-    });
+    c.bench_function("identity/verify", |b| b.iter(|| verifier.verify(black_box(&token)).unwrap()));
+    c.bench_function("identity/mint", |b| b.iter(|| minter.mint(black_box(&caller)).unwrap()));
 }
 
 fn statuses(c: &mut Criterion) {
@@ -48,11 +40,7 @@ fn statuses(c: &mut Criterion) {
 }
 
 fn unary_rpc(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (server, client) = runtime.block_on(async {
         let server = harness::TestServer::start(harness::server_config(), vec![]).await;
         let client = server.client_as("alice").await;
@@ -61,38 +49,22 @@ fn unary_rpc(c: &mut Criterion) {
     c.bench_function("rpc/unary_through_skeleton", |b| {
         b.to_async(&runtime).iter(|| {
             let mut client = client.clone();
-            async move {
-                client
-                    .sleep(SleepRequest {
-                        millis: 0,
-                        payload: vec![1; 64],
-                    })
-                    .await
-                    .unwrap()
-            }
+            async move { client.sleep(SleepRequest { millis: 0, payload: vec![1; 64] }).await.unwrap() }
         })
     });
     server.shutdown.cancel();
 }
 
 /// Events per second from committed outbox rows to acknowledged Kafka records.
+const EVENTS: u64 = 1_000;
+
 fn outbox_relay(c: &mut Criterion) {
-    const EVENTS: u64 = 1_000;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (database, pool, relay, topic) = runtime.block_on(async {
         let database = TestDatabase::create().await.unwrap();
-        let config = DatabaseConfig {
-            url: Secret::new(database.url.clone()),
-            ..DatabaseConfig::default()
-        };
+        let config = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
         static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("tests/migrations");
-        let pool = db::connect(&config, "kernel_bench", &MIGRATIONS)
-            .await
-            .unwrap();
+        let pool = db::connect(&config, "kernel_bench", &MIGRATIONS).await.unwrap();
         let kafka = KafkaConfig {
             bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
             relay_batch_size: 500,
@@ -104,9 +76,7 @@ fn outbox_relay(c: &mut Criterion) {
         (database, pool, relay, topic)
     });
     let mut group = c.benchmark_group("outbox");
-    group
-        .sample_size(10)
-        .throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10).throughput(Throughput::Elements(EVENTS));
     group.bench_function("enqueue_1000_in_one_transaction", |b| {
         b.to_async(&runtime).iter_custom(|iterations| {
             let (pool, topic) = (pool.clone(), topic.clone());
@@ -114,18 +84,7 @@ fn outbox_relay(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iterations {
                     let started = Instant::now();
-                    let mut tx = pool.begin().await.unwrap();
-                    for i in 0..EVENTS {
-                        let event = TaskCreated {
-                            task_id: format!("t{i}"),
-                            text: "x".repeat(200),
-                            ..Default::default()
-                        };
-                        enqueue(&mut tx, &topic, &event.task_id, &event)
-                            .await
-                            .unwrap();
-                    }
-                    tx.commit().await.unwrap();
+                    enqueue_batch(&pool, &topic).await;
                     total += started.elapsed();
                 }
                 total
@@ -138,18 +97,7 @@ fn outbox_relay(c: &mut Criterion) {
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iterations {
-                    let mut tx = pool.begin().await.unwrap();
-                    for i in 0..EVENTS {
-                        let event = TaskCreated {
-                            task_id: format!("t{i}"),
-                            text: "x".repeat(200),
-                            ..Default::default()
-                        };
-                        enqueue(&mut tx, &topic, &event.task_id, &event)
-                            .await
-                            .unwrap();
-                    }
-                    tx.commit().await.unwrap();
+                    enqueue_batch(&pool, &topic).await;
                     let started = Instant::now();
                     while relay.relay_once().await.unwrap() > 0 {}
                     total += started.elapsed();
@@ -163,6 +111,16 @@ fn outbox_relay(c: &mut Criterion) {
         pool.close().await;
         database.drop_database().await.unwrap();
     });
+}
+
+/// Commits `EVENTS` events of about 250 bytes in one transaction.
+async fn enqueue_batch(pool: &sqlx::PgPool, topic: &str) {
+    let mut tx = pool.begin().await.unwrap();
+    for i in 0..EVENTS {
+        let event = TaskCreated { task_id: format!("t{i}"), text: "x".repeat(200), ..Default::default() };
+        enqueue(&mut tx, topic, &event.task_id, &event).await.unwrap();
+    }
+    tx.commit().await.unwrap();
 }
 
 criterion_group!(benches, identity, statuses, unary_rpc, outbox_relay);

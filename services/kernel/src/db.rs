@@ -38,10 +38,7 @@ pub async fn connect(
     schema: &str,
     service: &Migrator,
 ) -> Result<PgPool, DbSetupError> {
-    if schema.is_empty()
-        || !schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
         return Err(DbSetupError::SchemaName(schema.to_owned()));
     }
@@ -50,9 +47,7 @@ pub async fn connect(
     }
     let options = PgConnectOptions::from_str(config.url.expose())?;
     let mut conn = PgConnection::connect_with(&options).await?;
-    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-        .execute(&mut conn)
-        .await?;
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut conn).await?;
     conn.close().await?;
 
     let pool = PgPoolOptions::new()
@@ -60,11 +55,7 @@ pub async fn connect(
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
         .connect_with(options.options([("search_path", schema)]))
         .await?;
-    let migrations: Vec<Migration> = KERNEL_MIGRATIONS
-        .iter()
-        .chain(service.iter())
-        .cloned()
-        .collect();
+    let migrations: Vec<Migration> = KERNEL_MIGRATIONS.iter().chain(service.iter()).cloned().collect();
     Migrator::new(Listed(migrations)).await?.run(&pool).await?;
     Ok(pool)
 }
@@ -83,12 +74,6 @@ impl<'s> MigrationSource<'s> for Listed {
 pub fn check(pool: PgPool) -> crate::server::DependencyCheck {
     crate::server::DependencyCheck::new("postgres", move || {
         let pool = pool.clone();
-        async move {
-            sqlx::query("SELECT 1")
-                .execute(&pool)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
+        async move { sqlx::query("SELECT 1").execute(&pool).await.map(drop).map_err(|e| e.to_string()) }
     })
 }

@@ -28,13 +28,7 @@ pub struct StatusBuilder {
 impl StatusBuilder {
     /// `reason` is an UPPER_SNAKE_CASE constant clients may match on.
     pub fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            reason,
-            metadata: HashMap::new(),
-            details: ErrorDetails::new(),
-        }
+        Self { code, message: message.into(), reason, metadata: HashMap::new(), details: ErrorDetails::new() }
     }
 
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -42,11 +36,7 @@ impl StatusBuilder {
         self
     }
 
-    pub fn field_violation(
-        mut self,
-        field: impl Into<String>,
-        description: impl Into<String>,
-    ) -> Self {
+    pub fn field_violation(mut self, field: impl Into<String>, description: impl Into<String>) -> Self {
         self.details.add_bad_request_violation(field, description);
         self
     }
@@ -62,8 +52,7 @@ impl StatusBuilder {
     }
 
     pub fn build(mut self) -> Status {
-        self.details
-            .set_error_info(self.reason, ERROR_DOMAIN, self.metadata);
+        self.details.set_error_info(self.reason, ERROR_DOMAIN, self.metadata);
         Status::with_error_details(self.code, self.message, self.details)
     }
 }
@@ -77,10 +66,7 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
+        Self { field: field.into(), description: description.into() }
     }
 }
 
@@ -93,33 +79,24 @@ pub fn invalid_argument(violations: impl IntoIterator<Item = FieldViolation>) ->
     };
     violations
         .into_iter()
-        .fold(
-            StatusBuilder::new(Code::InvalidArgument, "INVALID_ARGUMENT", message),
-            |builder, v| builder.field_violation(v.field, v.description),
-        )
+        .fold(StatusBuilder::new(Code::InvalidArgument, "INVALID_ARGUMENT", message), |builder, v| {
+            builder.field_violation(v.field, v.description)
+        })
         .build()
 }
 
 /// `NOT_FOUND`. Also the answer for resources the caller may not see, so that probing ids
 /// reveals nothing about other users' data.
 pub fn not_found(resource_type: &str, id: &str) -> Status {
-    StatusBuilder::new(
-        Code::NotFound,
-        "NOT_FOUND",
-        format!("{resource_type} {id} not found"),
-    )
-    .resource(resource_type, id)
-    .build()
+    StatusBuilder::new(Code::NotFound, "NOT_FOUND", format!("{resource_type} {id} not found"))
+        .resource(resource_type, id)
+        .build()
 }
 
 pub fn already_exists(resource_type: &str, id: &str) -> Status {
-    StatusBuilder::new(
-        Code::AlreadyExists,
-        "ALREADY_EXISTS",
-        format!("{resource_type} {id} already exists"),
-    )
-    .resource(resource_type, id)
-    .build()
+    StatusBuilder::new(Code::AlreadyExists, "ALREADY_EXISTS", format!("{resource_type} {id} already exists"))
+        .resource(resource_type, id)
+        .build()
 }
 
 pub fn unauthenticated(message: impl Into<String>) -> Status {
@@ -149,14 +126,8 @@ pub fn resource_exhausted(
 }
 
 /// `UNAVAILABLE`: a dependency is down; the call is safe to retry after `retry_after`.
-pub fn unavailable(
-    reason: &'static str,
-    message: impl Into<String>,
-    retry_after: Duration,
-) -> Status {
-    StatusBuilder::new(Code::Unavailable, reason, message)
-        .retry_after(retry_after)
-        .build()
+pub fn unavailable(reason: &'static str, message: impl Into<String>, retry_after: Duration) -> Status {
+    StatusBuilder::new(Code::Unavailable, reason, message).retry_after(retry_after).build()
 }
 
 /// `INTERNAL` with a generic message; the cause is logged here, once, with an id the client
@@ -164,9 +135,7 @@ pub fn unavailable(
 pub fn internal(cause: &dyn Display) -> Status {
     let incident = uuid::Uuid::new_v4().to_string();
     tracing::error!(incident = %incident, error = %cause, "internal error");
-    StatusBuilder::new(Code::Internal, "INTERNAL", "internal error")
-        .metadata("incident", incident)
-        .build()
+    StatusBuilder::new(Code::Internal, "INTERNAL", "internal error").metadata("incident", incident).build()
 }
 
 /// What a database error means to a caller, decided from its SQLSTATE or driver error.
@@ -240,21 +209,14 @@ pub fn database(error: &sqlx::Error) -> Status {
     match DbErrorKind::of(error) {
         DbErrorKind::Unavailable => {
             tracing::warn!(error = %error, "database unavailable");
-            unavailable(
-                "DATABASE_UNAVAILABLE",
-                "the database is unavailable",
-                Duration::from_secs(1),
-            )
+            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable", Duration::from_secs(1))
         }
         DbErrorKind::Conflict => {
             StatusBuilder::new(Code::Aborted, "CONFLICT", "concurrent update, retry").build()
         }
-        DbErrorKind::Cancelled => StatusBuilder::new(
-            Code::DeadlineExceeded,
-            "QUERY_CANCELLED",
-            "the query took too long",
-        )
-        .build(),
+        DbErrorKind::Cancelled => {
+            StatusBuilder::new(Code::DeadlineExceeded, "QUERY_CANCELLED", "the query took too long").build()
+        }
         DbErrorKind::UniqueViolation
         | DbErrorKind::ForeignKeyViolation
         | DbErrorKind::InvalidValue
@@ -275,13 +237,8 @@ mod tests {
         ]);
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|v| v.field.as_str())
-            .collect();
+        let fields: Vec<_> =
+            details.bad_request().unwrap().field_violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["text", "page_size"]);
         assert_eq!(details.error_info().unwrap().domain, ERROR_DOMAIN);
     }
@@ -296,10 +253,7 @@ mod tests {
     fn retry_info_is_attached() {
         let status = resource_exhausted("RATE_LIMITED", "slow down", Some(Duration::from_secs(3)));
         let details = status.get_error_details();
-        assert_eq!(
-            details.retry_info().unwrap().retry_delay,
-            Some(Duration::from_secs(3))
-        );
+        assert_eq!(details.retry_info().unwrap().retry_delay, Some(Duration::from_secs(3)));
         assert_eq!(details.error_info().unwrap().reason, "RATE_LIMITED");
     }
 
@@ -308,14 +262,7 @@ mod tests {
         let status = internal(&"password authentication failed for user x");
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
-        assert!(
-            status
-                .get_error_details()
-                .error_info()
-                .unwrap()
-                .metadata
-                .contains_key("incident")
-        );
+        assert!(status.get_error_details().error_info().unwrap().metadata.contains_key("incident"));
     }
 
     #[test]
@@ -335,13 +282,7 @@ mod tests {
         ] {
             assert_eq!(DbErrorKind::of_sqlstate(state).code(), code, "{state}");
         }
-        assert_eq!(
-            DbErrorKind::of(&sqlx::Error::PoolTimedOut).code(),
-            Code::Unavailable
-        );
-        assert_eq!(
-            DbErrorKind::of(&sqlx::Error::RowNotFound).code(),
-            Code::NotFound
-        );
+        assert_eq!(DbErrorKind::of(&sqlx::Error::PoolTimedOut).code(), Code::Unavailable);
+        assert_eq!(DbErrorKind::of(&sqlx::Error::RowNotFound).code(), Code::NotFound);
     }
 }

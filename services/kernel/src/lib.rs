@@ -23,10 +23,7 @@ pub use tokio_util::sync::CancellationToken;
 /// when a graceful shutdown hangs.
 pub async fn shutdown_signal() {
     let first = wait_for_signal().await;
-    tracing::info!(
-        signal = first,
-        "shutdown requested; a second signal exits immediately"
-    );
+    tracing::info!(signal = first, "shutdown requested; a second signal exits immediately");
     tokio::spawn(async {
         let second = wait_for_signal().await;
         tracing::warn!(signal = second, "second signal; exiting now");

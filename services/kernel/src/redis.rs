@@ -33,11 +33,7 @@ pub fn check(client: RedisClient) -> crate::server::DependencyCheck {
         let client = client.clone();
         async move {
             use fred::interfaces::ClientLike as _;
-            client
-                .ping::<String>(None)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            client.ping::<String>(None).await.map(drop).map_err(|e| e.to_string())
         }
     })
 }

@@ -45,9 +45,7 @@ impl TestDatabase {
         let admin = PgConnectOptions::from_str(&admin_url)?;
         let name = unique_name("test");
         let mut conn = PgConnection::connect_with(&admin).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
         conn.close().await?;
         let url = admin.clone().database(&name).to_url_lossy().to_string();
         Ok(Self { name, admin, url })
@@ -55,21 +53,15 @@ impl TestDatabase {
 
     /// A small pool on the test database.
     pub async fn pool(&self) -> anyhow::Result<PgPool> {
-        Ok(PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&self.url)
-            .await?)
+        Ok(PgPoolOptions::new().max_connections(4).connect(&self.url).await?)
     }
 
     /// Drops the database, disconnecting anyone still connected.
     pub async fn drop_database(self) -> anyhow::Result<()> {
         let mut conn = PgConnection::connect_with(&self.admin).await?;
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut conn)
-        .await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut conn)
+            .await?;
         conn.close().await?;
         Ok(())
     }
@@ -80,10 +72,6 @@ impl TestDatabase {
 pub fn dev(args: &[&str]) -> anyhow::Result<()> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev");
     let status = std::process::Command::new(script).args(args).status()?;
-    anyhow::ensure!(
-        status.success(),
-        "./dev {} failed with {status}",
-        args.join(" ")
-    );
+    anyhow::ensure!(status.success(), "./dev {} failed with {status}", args.join(" "));
     Ok(())
 }

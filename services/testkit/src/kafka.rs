@@ -19,31 +19,19 @@ pub struct Record {
 /// Reads every partition of `topic` from the beginning until `expected` records arrived or
 /// `timeout` passed, and returns what it saw (so a test can also assert that nothing more
 /// came). Runs on a blocking thread so the code under test keeps running meanwhile.
-pub async fn read_topic(
-    topic: &str,
-    expected: usize,
-    timeout: Duration,
-) -> anyhow::Result<Vec<Record>> {
+pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> anyhow::Result<Vec<Record>> {
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || read_topic_blocking(&topic, expected, timeout)).await?
 }
 
-fn read_topic_blocking(
-    topic: &str,
-    expected: usize,
-    timeout: Duration,
-) -> anyhow::Result<Vec<Record>> {
+fn read_topic_blocking(topic: &str, expected: usize, timeout: Duration) -> anyhow::Result<Vec<Record>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", crate::kafka_bootstrap())
         .set("group.id", crate::unique_name("reader"))
         .set("enable.auto.commit", "false")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
+    let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions as i32 {
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
@@ -61,10 +49,7 @@ fn read_topic_blocking(
             .map(|h| {
                 h.iter()
                     .filter_map(|header| {
-                        Some((
-                            header.key.to_owned(),
-                            String::from_utf8(header.value?.to_vec()).ok()?,
-                        ))
+                        Some((header.key.to_owned(), String::from_utf8(header.value?.to_vec()).ok()?))
                     })
                     .collect()
             })
@@ -72,9 +57,7 @@ fn read_topic_blocking(
         records.push(Record {
             partition: message.partition(),
             offset: message.offset(),
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             headers,
             payload: message.payload().unwrap_or_default().to_vec(),
         });

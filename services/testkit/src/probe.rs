@@ -1,12 +1,7 @@
 //! Generated code of the probe service; its implementation lives with the tests that need a
 //! particular behaviour from it.
 
-#[allow(
-    missing_docs,
-    unreachable_pub,
-    missing_debug_implementations,
-    clippy::all
-)]
+#[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
 pub mod pb {
     tonic::include_proto!("codingagent.testkit.v1");
 }

@@ -11,8 +11,8 @@ mod sections;
 
 pub use secret::{REDACTED, Secret};
 pub use sections::{
-    DEV_SIGNING_KEY, DatabaseConfig, Environment, IdentityConfig, KafkaConfig, LogFormat,
-    RedisConfig, ServerConfig, TelemetryConfig,
+    DEV_SIGNING_KEY, DatabaseConfig, Environment, IdentityConfig, KafkaConfig, LogFormat, RedisConfig,
+    ServerConfig, TelemetryConfig,
 };
 
 use figment::providers::{Format, Serialized, Toml};
@@ -66,10 +66,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            reason: reason.into(),
-        }
+        Self::Invalid { key: key.into(), reason: reason.into() }
     }
 }
 
@@ -107,10 +104,8 @@ pub fn load_with_env<T: ServiceConfig>(
             .collect();
         layer.sort();
         for (key, value) in layer {
-            let origin = format!(
-                "environment variable {prefix}{}",
-                key.to_ascii_uppercase().replace('.', "__")
-            );
+            let origin =
+                format!("environment variable {prefix}{}", key.to_ascii_uppercase().replace('.', "__"));
             figment = figment.merge(Named::new(origin, &key, value));
         }
     }
@@ -128,8 +123,7 @@ pub fn load_with_env<T: ServiceConfig>(
 
 /// The effective configuration as TOML, secrets redacted, for `--dump-config`.
 pub fn dump<T: ServiceConfig>(config: &T) -> Result<String, ConfigError> {
-    toml::to_string_pretty(config)
-        .map_err(|error| ConfigError::invalid("<root>", error.to_string()))
+    toml::to_string_pretty(config).map_err(|error| ConfigError::invalid("<root>", error.to_string()))
 }
 
 /// One setting from the environment or the command line, named after where it came from so
@@ -141,10 +135,7 @@ struct Named {
 
 impl Named {
     fn new(origin: String, key: &str, raw: &str) -> Self {
-        Self {
-            origin,
-            value: Serialized::default(key, parse_value(raw)),
-        }
+        Self { origin, value: Serialized::default(key, parse_value(raw)) }
     }
 }
 
@@ -160,10 +151,7 @@ impl Provider for Named {
 
 /// `SERVER__LISTEN_ADDR` → `server.listen_addr`.
 fn env_key(rest: &str) -> String {
-    rest.split("__")
-        .map(str::to_ascii_lowercase)
-        .collect::<Vec<_>>()
-        .join(".")
+    rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".")
 }
 
 /// Values are read the way figment reads environment variables: TOML scalars and arrays

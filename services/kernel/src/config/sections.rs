@@ -60,16 +60,8 @@ impl ServerConfig {
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         positive(prefix, "max_message_bytes", self.max_message_bytes as u64)?;
         positive(prefix, "concurrency_limit", self.concurrency_limit as u64)?;
-        positive(
-            prefix,
-            "keepalive_interval_secs",
-            self.keepalive_interval_secs,
-        )?;
-        positive(
-            prefix,
-            "keepalive_timeout_secs",
-            self.keepalive_timeout_secs,
-        )?;
+        positive(prefix, "keepalive_interval_secs", self.keepalive_interval_secs)?;
+        positive(prefix, "keepalive_timeout_secs", self.keepalive_timeout_secs)?;
         positive(prefix, "readiness_interval_ms", self.readiness_interval_ms)
     }
 
@@ -103,11 +95,7 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            log_format: LogFormat::Pretty,
-            log_filter: "info".into(),
-            otlp_endpoint: None,
-        }
+        Self { log_format: LogFormat::Pretty, log_filter: "info".into(), otlp_endpoint: None }
     }
 }
 
@@ -132,13 +120,8 @@ impl Default for DatabaseConfig {
 
 impl DatabaseConfig {
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if !self.url.expose().starts_with("postgres://")
-            && !self.url.expose().starts_with("postgresql://")
-        {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.url"),
-                "must be a postgres:// URL",
-            ));
+        if !self.url.expose().starts_with("postgres://") && !self.url.expose().starts_with("postgresql://") {
+            return Err(ConfigError::invalid(format!("{prefix}.url"), "must be a postgres:// URL"));
         }
         positive(prefix, "max_connections", u64::from(self.max_connections))
     }
@@ -153,9 +136,7 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self {
-            url: Secret::new("redis://127.0.0.1:56379"),
-        }
+        Self { url: Secret::new("redis://127.0.0.1:56379") }
     }
 }
 
@@ -194,26 +175,11 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         if self.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.bootstrap_servers"),
-                "must not be empty",
-            ));
+            return Err(ConfigError::invalid(format!("{prefix}.bootstrap_servers"), "must not be empty"));
         }
-        positive(
-            prefix,
-            "topic_partitions",
-            self.topic_partitions.max(0) as u64,
-        )?;
-        positive(
-            prefix,
-            "topic_replication",
-            self.topic_replication.max(0) as u64,
-        )?;
-        positive(
-            prefix,
-            "relay_batch_size",
-            self.relay_batch_size.max(0) as u64,
-        )?;
+        positive(prefix, "topic_partitions", self.topic_partitions.max(0) as u64)?;
+        positive(prefix, "topic_replication", self.topic_replication.max(0) as u64)?;
+        positive(prefix, "relay_batch_size", self.relay_batch_size.max(0) as u64)?;
         positive(prefix, "relay_poll_ms", self.relay_poll_ms)?;
         positive(prefix, "delivery_timeout_ms", self.delivery_timeout_ms)
     }
@@ -248,25 +214,14 @@ impl Default for IdentityConfig {
 
 impl IdentityConfig {
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        for (index, key) in std::iter::once(&self.signing_key)
-            .chain(&self.previous_keys)
-            .enumerate()
-        {
+        for (index, key) in std::iter::once(&self.signing_key).chain(&self.previous_keys).enumerate() {
             if key.expose().len() < 32 {
-                let field = if index == 0 {
-                    "signing_key".into()
-                } else {
-                    format!("previous_keys[{}]", index - 1)
-                };
-                return Err(ConfigError::invalid(
-                    format!("{prefix}.{field}"),
-                    "must be at least 32 bytes",
-                ));
+                let field =
+                    if index == 0 { "signing_key".into() } else { format!("previous_keys[{}]", index - 1) };
+                return Err(ConfigError::invalid(format!("{prefix}.{field}"), "must be at least 32 bytes"));
             }
         }
-        if self.environment == Environment::Production
-            && self.signing_key.expose() == DEV_SIGNING_KEY
-        {
+        if self.environment == Environment::Production && self.signing_key.expose() == DEV_SIGNING_KEY {
             return Err(ConfigError::invalid(
                 format!("{prefix}.signing_key"),
                 "is the public development key, which production refuses",
@@ -278,10 +233,7 @@ impl IdentityConfig {
 
 fn positive(prefix: &str, key: &str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
-        return Err(ConfigError::invalid(
-            format!("{prefix}.{key}"),
-            "must be greater than zero",
-        ));
+        return Err(ConfigError::invalid(format!("{prefix}.{key}"), "must be greater than zero"));
     }
     Ok(())
 }

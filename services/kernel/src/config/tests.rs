@@ -49,65 +49,38 @@ mod tempfile_like {
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 #[test]
 fn defaults_apply_without_any_layer() {
     let config: Demo = load_with_env(&ConfigArgs::default(), env(&[])).unwrap();
     assert_eq!(config.retries, 0);
-    assert_eq!(
-        config.server.max_message_bytes,
-        ServerConfig::default().max_message_bytes
-    );
+    assert_eq!(config.server.max_message_bytes, ServerConfig::default().max_message_bytes);
 }
 
 #[test]
 fn each_layer_overrides_the_one_before() {
     let file = toml_file("name = \"from-file\"\nretries = 1\n[server]\nconcurrency_limit = 11\n");
-    let base = ConfigArgs {
-        file: Some(file.0.clone()),
-        ..Default::default()
-    };
+    let base = ConfigArgs { file: Some(file.0.clone()), ..Default::default() };
 
     let only_file: Demo = load_with_env(&base, env(&[])).unwrap();
-    assert_eq!(
-        (only_file.name.as_str(), only_file.retries),
-        ("from-file", 1)
-    );
+    assert_eq!((only_file.name.as_str(), only_file.retries), ("from-file", 1));
 
-    let global = env(&[
-        ("CODINGAGENT__RETRIES", "2"),
-        ("CODINGAGENT__NAME", "global"),
-    ]);
+    let global = env(&[("CODINGAGENT__RETRIES", "2"), ("CODINGAGENT__NAME", "global")]);
     let with_global: Demo = load_with_env(&base, global.clone()).unwrap();
-    assert_eq!(
-        (with_global.name.as_str(), with_global.retries),
-        ("global", 2)
-    );
+    assert_eq!((with_global.name.as_str(), with_global.retries), ("global", 2));
 
     let mut both = global.clone();
     both.push(("CODINGAGENT_DEMO__RETRIES".into(), "3".into()));
-    both.push((
-        "CODINGAGENT_DEMO__SERVER__CONCURRENCY_LIMIT".into(),
-        "33".into(),
-    ));
+    both.push(("CODINGAGENT_DEMO__SERVER__CONCURRENCY_LIMIT".into(), "33".into()));
     both.push(("CODINGAGENT_OTHER__RETRIES".into(), "9".into()));
     let with_service: Demo = load_with_env(&base, both.clone()).unwrap();
-    assert_eq!(
-        with_service.retries, 3,
-        "service env beats global env; other services ignored"
-    );
+    assert_eq!(with_service.retries, 3, "service env beats global env; other services ignored");
     assert_eq!(with_service.server.concurrency_limit, 33);
     assert_eq!(with_service.name, "global");
 
-    let cli = ConfigArgs {
-        overrides: vec!["retries=4".into()],
-        ..base
-    };
+    let cli = ConfigArgs { overrides: vec!["retries=4".into()], ..base };
     let with_cli: Demo = load_with_env(&cli, both).unwrap();
     assert_eq!(with_cli.retries, 4, "the command line wins over everything");
     assert_eq!(with_cli.server.concurrency_limit, 33);
@@ -116,73 +89,40 @@ fn each_layer_overrides_the_one_before() {
 #[test]
 fn unknown_keys_fail_with_their_name() {
     let file = toml_file("[server]\nlisten_adr = \"127.0.0.1:1\"\n");
-    let args = ConfigArgs {
-        file: Some(file.0.clone()),
-        ..Default::default()
-    };
-    let error = load_with_env::<Demo>(&args, env(&[]))
-        .unwrap_err()
-        .to_string();
+    let args = ConfigArgs { file: Some(file.0.clone()), ..Default::default() };
+    let error = load_with_env::<Demo>(&args, env(&[])).unwrap_err().to_string();
     assert!(error.contains("listen_adr"), "{error}");
 
-    let error = load_with_env::<Demo>(
-        &ConfigArgs::default(),
-        env(&[("CODINGAGENT_DEMO__NAMEE", "x")]),
-    )
-    .unwrap_err()
-    .to_string();
+    let error = load_with_env::<Demo>(&ConfigArgs::default(), env(&[("CODINGAGENT_DEMO__NAMEE", "x")]))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("namee"), "{error}");
 }
 
 #[test]
 fn validation_runs_last_and_names_the_key() {
-    let args = ConfigArgs {
-        overrides: vec!["retries=11".into()],
-        ..Default::default()
-    };
-    let error = load_with_env::<Demo>(&args, env(&[]))
-        .unwrap_err()
-        .to_string();
+    let args = ConfigArgs { overrides: vec!["retries=11".into()], ..Default::default() };
+    let error = load_with_env::<Demo>(&args, env(&[])).unwrap_err().to_string();
     assert!(error.contains("`retries` must be at most 10"), "{error}");
 
-    let args = ConfigArgs {
-        overrides: vec!["server.max_message_bytes=0".into()],
-        ..Default::default()
-    };
-    let error = load_with_env::<Demo>(&args, env(&[]))
-        .unwrap_err()
-        .to_string();
+    let args = ConfigArgs { overrides: vec!["server.max_message_bytes=0".into()], ..Default::default() };
+    let error = load_with_env::<Demo>(&args, env(&[])).unwrap_err().to_string();
     assert!(error.contains("server.max_message_bytes"), "{error}");
 }
 
 #[test]
 fn malformed_overrides_and_missing_files_are_reported() {
-    let args = ConfigArgs {
-        overrides: vec!["=3".into()],
-        ..Default::default()
-    };
-    assert!(matches!(
-        load_with_env::<Demo>(&args, env(&[])),
-        Err(ConfigError::Override(_))
-    ));
-    let args = ConfigArgs {
-        file: Some("/nonexistent/codingagent.toml".into()),
-        ..Default::default()
-    };
-    assert!(matches!(
-        load_with_env::<Demo>(&args, env(&[])),
-        Err(ConfigError::MissingFile(_))
-    ));
+    let args = ConfigArgs { overrides: vec!["=3".into()], ..Default::default() };
+    assert!(matches!(load_with_env::<Demo>(&args, env(&[])), Err(ConfigError::Override(_))));
+    let args = ConfigArgs { file: Some("/nonexistent/codingagent.toml".into()), ..Default::default() };
+    assert!(matches!(load_with_env::<Demo>(&args, env(&[])), Err(ConfigError::MissingFile(_))));
 }
 
 #[test]
 fn type_errors_name_the_key() {
-    let error = load_with_env::<Demo>(
-        &ConfigArgs::default(),
-        env(&[("CODINGAGENT__RETRIES", "many")]),
-    )
-    .unwrap_err()
-    .to_string();
+    let error = load_with_env::<Demo>(&ConfigArgs::default(), env(&[("CODINGAGENT__RETRIES", "many")]))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("retries"), "{error}");
 }
 
@@ -193,10 +133,7 @@ fn dump_redacts_secrets() {
         ..Default::default()
     };
     let config: Demo = load_with_env(&args, env(&[])).unwrap();
-    assert_eq!(
-        config.database.url.expose(),
-        "postgres://u:supersecret@db/x"
-    );
+    assert_eq!(config.database.url.expose(), "postgres://u:supersecret@db/x");
     let dumped = dump(&config).unwrap();
     assert!(!dumped.contains("supersecret"), "{dumped}");
     assert!(dumped.contains(REDACTED), "{dumped}");

@@ -10,12 +10,8 @@ use tower::{Layer, Service};
 
 /// Paths anyone may call: health probes come from orchestrators that hold no token, and
 /// reflection only describes the public contracts.
-const PUBLIC_PREFIXES: &[&str] = &[
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.",
-    "/grpc.reflection.v1alpha.",
-    "/metrics",
-];
+const PUBLIC_PREFIXES: &[&str] =
+    &["/grpc.health.v1.Health/", "/grpc.reflection.v1.", "/grpc.reflection.v1alpha.", "/metrics"];
 
 /// Verifies [`IDENTITY_HEADER`] on every non-public request; a missing, malformed, expired or
 /// foreign-signed token is answered with `UNAUTHENTICATED` without reaching the service.
@@ -26,9 +22,7 @@ pub struct AuthLayer {
 
 impl AuthLayer {
     pub fn new(verifier: TokenVerifier) -> Self {
-        Self {
-            verifier: Arc::new(verifier),
-        }
+        Self { verifier: Arc::new(verifier) }
     }
 }
 
@@ -36,10 +30,7 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Auth {
-            inner,
-            verifier: self.verifier.clone(),
-        }
+        Auth { inner, verifier: self.verifier.clone() }
     }
 }
 
@@ -64,10 +55,7 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let path = request.uri().path();
-        if PUBLIC_PREFIXES
-            .iter()
-            .any(|prefix| path.starts_with(prefix))
-        {
+        if PUBLIC_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
             return Either::Right(self.inner.call(request));
         }
         let verified = request
@@ -98,9 +86,8 @@ fn reject(request: &Request<Body>, error: &IdentityError) -> Response<Body> {
     if is_grpc {
         crate::error::unauthenticated(error.to_string()).into_http()
     } else {
-        let mut response = Response::new(Body::new(http_body_util::Full::new(bytes::Bytes::from(
-            error.to_string(),
-        ))));
+        let mut response =
+            Response::new(Body::new(http_body_util::Full::new(bytes::Bytes::from(error.to_string()))));
         *response.status_mut() = http::StatusCode::UNAUTHORIZED;
         response
     }

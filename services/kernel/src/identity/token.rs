@@ -94,9 +94,7 @@ pub struct TokenMinter {
 
 impl std::fmt::Debug for TokenMinter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenMinter")
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenMinter").field("ttl", &self.ttl).finish_non_exhaustive()
     }
 }
 
@@ -117,11 +115,7 @@ impl TokenMinter {
         self.mint_with_lifetime(caller, self.ttl)
     }
 
-    pub fn mint_with_lifetime(
-        &self,
-        caller: &Caller,
-        lifetime: Duration,
-    ) -> Result<String, IdentityError> {
+    pub fn mint_with_lifetime(&self, caller: &Caller, lifetime: Duration) -> Result<String, IdentityError> {
         let now = unix_now();
         let claims = Claims {
             iss: ISSUER.into(),
@@ -148,9 +142,7 @@ pub struct TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier")
-            .field("keys", &self.keys.len())
-            .finish_non_exhaustive()
+        f.debug_struct("TokenVerifier").field("keys", &self.keys.len()).finish_non_exhaustive()
     }
 }
 
@@ -176,16 +168,10 @@ impl TokenVerifier {
             match decode::<Claims>(token, key, &self.validation) {
                 Ok(data) => {
                     let claims = data.claims;
-                    if claims.sub.is_empty()
-                        || (claims.kind == PrincipalKind::User && claims.obo.is_some())
-                    {
+                    if claims.sub.is_empty() || (claims.kind == PrincipalKind::User && claims.obo.is_some()) {
                         return Err(IdentityError::Malformed);
                     }
-                    return Ok(Caller {
-                        subject: claims.sub,
-                        kind: claims.kind,
-                        on_behalf_of: claims.obo,
-                    });
+                    return Ok(Caller { subject: claims.sub, kind: claims.kind, on_behalf_of: claims.obo });
                 }
                 // Another key may still verify the signature; every other failure is final.
                 Err(error) if matches!(error.kind(), ErrorKind::InvalidSignature) => {}
@@ -193,9 +179,7 @@ impl TokenVerifier {
                     outcome = Err(match error.kind() {
                         ErrorKind::ExpiredSignature => IdentityError::Expired,
                         ErrorKind::ImmatureSignature => IdentityError::NotYetValid,
-                        ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => {
-                            IdentityError::WrongAudience
-                        }
+                        ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => IdentityError::WrongAudience,
                         _ => IdentityError::Malformed,
                     });
                     break;
@@ -207,10 +191,7 @@ impl TokenVerifier {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -218,18 +199,11 @@ mod tests {
     use super::*;
 
     fn config(key: &str) -> IdentityConfig {
-        IdentityConfig {
-            signing_key: Secret::new(key),
-            ..IdentityConfig::default()
-        }
+        IdentityConfig { signing_key: Secret::new(key), ..IdentityConfig::default() }
     }
 
     fn alice() -> Caller {
-        Caller {
-            subject: "alice".into(),
-            kind: PrincipalKind::User,
-            on_behalf_of: None,
-        }
+        Caller { subject: "alice".into(), kind: PrincipalKind::User, on_behalf_of: None }
     }
 
     const KEY_A: &str = "a-key-that-is-at-least-thirty-two-bytes-long";
@@ -250,9 +224,8 @@ mod tests {
             kind: PrincipalKind::Service,
             on_behalf_of: Some("bob".into()),
         };
-        let verified = TokenVerifier::new(&cfg)
-            .verify(&TokenMinter::new(&cfg).mint(&caller).unwrap())
-            .unwrap();
+        let verified =
+            TokenVerifier::new(&cfg).verify(&TokenMinter::new(&cfg).mint(&caller).unwrap()).unwrap();
         assert_eq!(verified.user_id(), Some("bob"));
         assert!(verified.is_service());
     }
@@ -260,35 +233,23 @@ mod tests {
     #[test]
     fn another_key_is_refused() {
         let token = TokenMinter::new(&config(KEY_B)).mint(&alice()).unwrap();
-        assert_eq!(
-            TokenVerifier::new(&config(KEY_A)).verify(&token),
-            Err(IdentityError::BadSignature)
-        );
+        assert_eq!(TokenVerifier::new(&config(KEY_A)).verify(&token), Err(IdentityError::BadSignature));
     }
 
     #[test]
     fn previous_keys_verify_during_rotation() {
         let old = TokenMinter::new(&config(KEY_A)).mint(&alice()).unwrap();
-        let rotated = IdentityConfig {
-            previous_keys: vec![Secret::new(KEY_A)],
-            ..config(KEY_B)
-        };
+        let rotated = IdentityConfig { previous_keys: vec![Secret::new(KEY_A)], ..config(KEY_B) };
         assert_eq!(TokenVerifier::new(&rotated).verify(&old).unwrap(), alice());
     }
 
     #[test]
     fn expired_tokens_are_refused() {
-        let cfg = IdentityConfig {
-            leeway_secs: 0,
-            ..config(KEY_A)
-        };
+        let cfg = IdentityConfig { leeway_secs: 0, ..config(KEY_A) };
         let minter = TokenMinter::new(&cfg);
         let token = minter.mint_with_lifetime(&alice(), Duration::ZERO).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(
-            TokenVerifier::new(&cfg).verify(&token),
-            Err(IdentityError::Expired)
-        );
+        assert_eq!(TokenVerifier::new(&cfg).verify(&token), Err(IdentityError::Expired));
     }
 
     #[test]
@@ -296,10 +257,7 @@ mod tests {
         let verifier = TokenVerifier::new(&config(KEY_A));
         for token in ["", "abc", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30.xx"] {
             assert!(
-                matches!(
-                    verifier.verify(token),
-                    Err(IdentityError::Malformed | IdentityError::BadSignature)
-                ),
+                matches!(verifier.verify(token), Err(IdentityError::Malformed | IdentityError::BadSignature)),
                 "{token}"
             );
         }
@@ -311,15 +269,9 @@ mod tests {
             "iss": "someone-else", "aud": AUDIENCE, "sub": "alice", "kind": "user",
             "iat": unix_now(), "nbf": unix_now(), "exp": unix_now() + 60, "jti": "x"
         });
-        let token = encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(KEY_A.as_bytes()),
-        )
-        .unwrap();
-        assert_eq!(
-            TokenVerifier::new(&config(KEY_A)).verify(&token),
-            Err(IdentityError::WrongAudience)
-        );
+        let token =
+            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(KEY_A.as_bytes()))
+                .unwrap();
+        assert_eq!(TokenVerifier::new(&config(KEY_A)).verify(&token), Err(IdentityError::WrongAudience));
     }
 }

@@ -36,18 +36,12 @@ pub fn headers(attributes: &Attributes, trace: &HashMap<String, String>) -> Owne
         (TIME, attributes.time.as_str()),
         (CONTENT_TYPE, PROTOBUF),
     ] {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
+        headers = headers.insert(Header { key, value: Some(value) });
     }
     let mut trace: Vec<_> = trace.iter().collect();
     trace.sort();
     for (key, value) in trace {
-        headers = headers.insert(Header {
-            key: key.as_str(),
-            value: Some(value.as_str()),
-        });
+        headers = headers.insert(Header { key: key.as_str(), value: Some(value.as_str()) });
     }
     headers
 }
@@ -58,10 +52,7 @@ pub fn read(headers: Option<&impl Headers>) -> HashMap<String, String> {
         .map(|h| {
             h.iter()
                 .filter_map(|header| {
-                    Some((
-                        header.key.to_owned(),
-                        String::from_utf8(header.value?.to_vec()).ok()?,
-                    ))
+                    Some((header.key.to_owned(), String::from_utf8(header.value?.to_vec()).ok()?))
                 })
                 .collect()
         })

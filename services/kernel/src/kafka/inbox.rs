@@ -50,10 +50,7 @@ impl ReceivedEvent {
     /// Decodes the payload, refusing a payload of another type.
     pub fn decode<M: prost::Message + prost::Name + Default>(&self) -> Result<M, DecodeError> {
         if !self.is::<M>() {
-            return Err(DecodeError::WrongType {
-                expected: M::full_name(),
-                actual: self.event_type.clone(),
-            });
+            return Err(DecodeError::WrongType { expected: M::full_name(), actual: self.event_type.clone() });
         }
         Ok(M::decode(self.payload.as_slice())?)
     }
@@ -61,28 +58,18 @@ impl ReceivedEvent {
     fn from_message(message: &BorrowedMessage<'_>) -> Self {
         let headers = cloudevents::read(message.headers());
         // An event without an id (not written by an outbox) is deduplicated by position.
-        let id = headers.get(cloudevents::ID).cloned().unwrap_or_else(|| {
-            format!(
-                "{}/{}/{}",
-                message.topic(),
-                message.partition(),
-                message.offset()
-            )
-        });
+        let id = headers
+            .get(cloudevents::ID)
+            .cloned()
+            .unwrap_or_else(|| format!("{}/{}/{}", message.topic(), message.partition(), message.offset()));
         Self {
             id,
             event_type: headers.get(cloudevents::TYPE).cloned().unwrap_or_default(),
-            source: headers
-                .get(cloudevents::SOURCE)
-                .cloned()
-                .unwrap_or_default(),
+            source: headers.get(cloudevents::SOURCE).cloned().unwrap_or_default(),
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
-            key: message
-                .key()
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .map(str::to_owned),
+            key: message.key().and_then(|k| std::str::from_utf8(k).ok()).map(str::to_owned),
             payload: message.payload().unwrap_or_default().to_vec(),
             headers,
         }
@@ -133,21 +120,14 @@ pub struct InboxConsumer {
 
 impl std::fmt::Debug for InboxConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InboxConsumer")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("InboxConsumer").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
 impl InboxConsumer {
     /// `name` is both the consumer group and the inbox's consumer key: instances sharing it
     /// share the work and the deduplication.
-    pub fn new(
-        pool: PgPool,
-        config: &KafkaConfig,
-        name: &str,
-        topics: &[&str],
-    ) -> Result<Self, KafkaError> {
+    pub fn new(pool: PgPool, config: &KafkaConfig, name: &str, topics: &[&str]) -> Result<Self, KafkaError> {
         let consumer: StreamConsumer = client_config(config, name)
             .set("group.id", name)
             .set("enable.auto.commit", "false")
@@ -155,11 +135,7 @@ impl InboxConsumer {
             .set("session.timeout.ms", "10000")
             .create()?;
         consumer.subscribe(topics)?;
-        Ok(Self {
-            consumer,
-            pool,
-            name: name.to_owned(),
-        })
+        Ok(Self { consumer, pool, name: name.to_owned() })
     }
 
     /// Consumes until `shutdown`. A failing handler is retried with backoff on the same

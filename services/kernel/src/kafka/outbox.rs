@@ -33,8 +33,6 @@ where
     .execute(&mut *conn)
     .await?;
     // NOTIFY is transactional: the relay is woken when (and only if) the caller commits.
-    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')").execute(&mut *conn).await?;
     Ok(event_id)
 }

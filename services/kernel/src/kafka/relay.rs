@@ -52,9 +52,7 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay")
-            .field("source", &self.source)
-            .finish_non_exhaustive()
+        f.debug_struct("Relay").field("source", &self.source).finish_non_exhaustive()
     }
 }
 
@@ -88,11 +86,8 @@ impl Relay {
                     self.recover_producer();
                 }
             }
-            let wait = if backoff.is_zero() {
-                Duration::from_millis(self.config.relay_poll_ms)
-            } else {
-                backoff
-            };
+            let wait =
+                if backoff.is_zero() { Duration::from_millis(self.config.relay_poll_ms) } else { backoff };
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
@@ -105,14 +100,10 @@ impl Relay {
     }
 
     async fn listen(&self) -> Option<PgListener> {
-        let schema: Result<String, _> = sqlx::query_scalar("SELECT current_schema()")
-            .fetch_one(&self.pool)
-            .await;
+        let schema: Result<String, _> =
+            sqlx::query_scalar("SELECT current_schema()").fetch_one(&self.pool).await;
         let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener
-            .listen(&format!("{}_outbox", schema.ok()?))
-            .await
-            .ok()?;
+        listener.listen(&format!("{}_outbox", schema.ok()?)).await.ok()?;
         Some(listener)
     }
 
@@ -135,15 +126,8 @@ impl Relay {
     /// recovers; replace it.
     fn recover_producer(&mut self) {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            tracing::error!(
-                ?code,
-                reason,
-                "kafka producer failed fatally; recreating it"
-            );
-            match producer(
-                &self.config,
-                self.source.trim_start_matches("/codingagent/"),
-            ) {
+            tracing::error!(?code, reason, "kafka producer failed fatally; recreating it");
+            match producer(&self.config, self.source.trim_start_matches("/codingagent/")) {
                 Ok(fresh) => self.producer = fresh,
                 Err(error) => tracing::error!(%error, "cannot recreate kafka producer"),
             }
@@ -158,12 +142,8 @@ impl Relay {
             return Ok(0);
         }
         let published = self.publish(&rows).await;
-        let sent: Vec<i64> = rows
-            .iter()
-            .zip(&published)
-            .filter(|(_, r)| r.is_ok())
-            .map(|(row, _)| row.id)
-            .collect();
+        let sent: Vec<i64> =
+            rows.iter().zip(&published).filter(|(_, r)| r.is_ok()).map(|(row, _)| row.id).collect();
         let first_error = published.into_iter().find_map(Result::err);
         mark_sent(&mut tx, &sent).await?;
         if let Some(error) = &first_error {
@@ -190,13 +170,7 @@ impl Relay {
                 .key(&row.key)
                 .payload(&row.payload)
                 .headers(cloudevents::headers(&attributes, &row.trace_context));
-            async move {
-                self.producer
-                    .send(record, timeout)
-                    .await
-                    .map(drop)
-                    .map_err(|(error, _)| error)
-            }
+            async move { self.producer.send(record, timeout).await.map(drop).map_err(|(error, _)| error) }
         });
         futures::future::join_all(sends).await
     }
@@ -263,11 +237,7 @@ async fn record_failure(
     sent: &[i64],
     error: &KafkaError,
 ) -> Result<(), sqlx::Error> {
-    let failed: Vec<i64> = rows
-        .iter()
-        .map(|r| r.id)
-        .filter(|id| !sent.contains(id))
-        .collect();
+    let failed: Vec<i64> = rows.iter().map(|r| r.id).filter(|id| !sent.contains(id)).collect();
     sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
         .bind(&failed)
         .bind(error.to_string())
@@ -278,7 +248,5 @@ async fn record_failure(
 
 /// Rows not yet published, for the outbox-lag metric and tests.
 pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(pool).await
 }

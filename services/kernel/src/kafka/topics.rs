@@ -23,24 +23,17 @@ pub const CLASSIFIER: &str = "codingagent.classifier.v1";
 /// Client settings shared by producers, consumers and the admin client.
 pub(crate) fn client_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("client.id", client_id);
+    client.set("bootstrap.servers", &config.bootstrap_servers).set("client.id", client_id);
     client
 }
 
 /// Creates every topic in `names` that does not exist yet; existing ones are left as they are.
 pub async fn ensure(config: &KafkaConfig, names: &[&str]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(config, "codingagent-admin").create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(config, "codingagent-admin").create()?;
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| {
-            NewTopic::new(
-                name,
-                config.topic_partitions,
-                TopicReplication::Fixed(config.topic_replication),
-            )
+            NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(config.topic_replication))
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));

@@ -40,8 +40,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let span =
-            tracing::info_span!("request", otel.name = %request.uri().path(), otel.kind = "server");
+        let span = tracing::info_span!("request", otel.name = %request.uri().path(), otel.kind = "server");
         propagation::set_parent(&span, propagation::extract_http(request.headers()));
         self.inner.call(request).instrument(span)
     }
@@ -80,9 +79,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        self.inner
-            .call(request)
-            .map(|result| result.map(rewrite_too_large))
+        self.inner.call(request).map(|result| result.map(rewrite_too_large))
     }
 }
 
@@ -100,10 +97,7 @@ fn rewrite_too_large(mut response: Response<Body>) -> Response<Body> {
             "request message is larger than the server accepts",
         )
         .build();
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from(tonic::Code::ResourceExhausted as i32),
-        );
+        headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
         headers.remove("grpc-message");
         headers.remove("grpc-status-details-bin");
         // Re-adding through `into_http` keeps the encoding of message and details correct.

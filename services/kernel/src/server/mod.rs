@@ -110,11 +110,7 @@ impl ServiceHost {
     }
 
     /// Serves on `listener` until `shutdown` is cancelled, then shuts down in order.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-    ) -> Result<(), ServeError> {
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
         let (reporter, health) = tonic_health::server::health_reporter();
         let readiness = Readiness::new(reporter, self.service_names.clone()).await;
 
@@ -123,10 +119,11 @@ impl ServiceHost {
         routes.add_service(reflection_builder(&self.descriptor_sets).build_v1()?);
         routes.add_service(reflection_builder(&self.descriptor_sets).build_v1alpha()?);
         let metrics = self.metrics.clone();
-        let router = routes.routes().into_axum_router().merge(self.http).route(
-            "/metrics",
-            get(move || std::future::ready(metrics.encode())),
-        );
+        let router = routes
+            .routes()
+            .into_axum_router()
+            .merge(self.http)
+            .route("/metrics", get(move || std::future::ready(metrics.encode())));
 
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::mirror_request())
@@ -144,20 +141,14 @@ impl ServiceHost {
             .layer(self.metrics.layer())
             .layer(MessageLimitLayer)
             .layer(AuthLayer::new(self.verifier))
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                self.config.concurrency_limit,
-            ));
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(self.config.concurrency_limit));
 
         let stop_accepting = CancellationToken::new();
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(
-                self.config.keepalive_interval_secs,
-            )))
-            .http2_keepalive_timeout(Some(Duration::from_secs(
-                self.config.keepalive_timeout_secs,
-            )))
+            .http2_keepalive_interval(Some(Duration::from_secs(self.config.keepalive_interval_secs)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(self.config.keepalive_timeout_secs)))
             .layer(stack)
             .add_routes(router.into())
             .serve_with_incoming_shutdown(
@@ -193,10 +184,7 @@ impl ServiceHost {
                 result.map_err(Into::into)
             }
             Err(_) => {
-                tracing::warn!(
-                    grace_secs = grace.as_secs(),
-                    "grace period over; closing remaining calls"
-                );
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining calls");
                 Ok(())
             }
         }

@@ -21,9 +21,7 @@ pub struct DependencyCheck {
 
 impl std::fmt::Debug for DependencyCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DependencyCheck")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("DependencyCheck").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -33,10 +31,7 @@ impl DependencyCheck {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        Self {
-            name: name.into(),
-            check: Arc::new(move || Box::pin(check())),
-        }
+        Self { name: name.into(), check: Arc::new(move || Box::pin(check())) }
     }
 }
 
@@ -53,10 +48,7 @@ pub(crate) struct Readiness {
 impl Readiness {
     /// Every service (and the whole server, `""`) starts `NOT_SERVING`.
     pub(crate) async fn new(reporter: HealthReporter, services: Vec<String>) -> Self {
-        let readiness = Self {
-            reporter,
-            services: Arc::new(services),
-        };
+        let readiness = Self { reporter, services: Arc::new(services) };
         readiness.set(ServingStatus::NotServing).await;
         readiness
     }
@@ -88,12 +80,7 @@ impl Readiness {
                 } else {
                     tracing::warn!(failures = ?failures, "dependency checks failed; not serving");
                 }
-                self.set(if healthy {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                })
-                .await;
+                self.set(if healthy { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
                 serving = healthy;
             }
             tokio::select! {

@@ -16,10 +16,7 @@ impl<S: Clone> Layer<S> for WebLayer {
     type Service = Web<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Web {
-            web: GrpcWebLayer::new().layer(inner.clone()),
-            plain: inner,
-        }
+        Web { web: GrpcWebLayer::new().layer(inner.clone()), plain: inner }
     }
 }
 
@@ -36,10 +33,8 @@ where
     S::Error: Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
-    GrpcWebService<S>: Service<Request<Body>, Response = Response<Body>, Error = S::Error>
-        + Clone
-        + Send
-        + 'static,
+    GrpcWebService<S>:
+        Service<Request<Body>, Response = Response<Body>, Error = S::Error> + Clone + Send + 'static,
     <GrpcWebService<S> as Service<Request<Body>>>::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -63,12 +58,7 @@ where
             Box::pin(self.web.clone().oneshot(request))
         } else {
             let plain = self.plain.clone();
-            Box::pin(async move {
-                plain
-                    .oneshot(request)
-                    .await
-                    .map(|response| response.map(Body::new))
-            })
+            Box::pin(async move { plain.oneshot(request).await.map(|response| response.map(Body::new)) })
         }
     }
 }

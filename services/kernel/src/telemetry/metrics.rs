@@ -55,39 +55,25 @@ impl Metrics {
             handled: Family::default(),
             latency: Family::new_with_constructor(|| {
                 Histogram::new([
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
                 ])
             }),
             in_flight: Family::default(),
         };
-        registry.register(
-            "grpc_server_handled",
-            "RPCs completed, by status code",
-            rpc.handled.clone(),
-        );
+        registry.register("grpc_server_handled", "RPCs completed, by status code", rpc.handled.clone());
         registry.register(
             "grpc_server_handling_seconds",
             "Time from request to the final status",
             rpc.latency.clone(),
         );
-        registry.register(
-            "grpc_server_in_flight",
-            "RPCs being handled now",
-            rpc.in_flight.clone(),
-        );
-        Self {
-            registry: Arc::new(Mutex::new(registry)),
-            rpc: Arc::new(rpc),
-        }
+        registry.register("grpc_server_in_flight", "RPCs being handled now", rpc.in_flight.clone());
+        Self { registry: Arc::new(Mutex::new(registry)), rpc: Arc::new(rpc) }
     }
 
     /// Adds a service-specific metric; `name` gets the `codingagent_` prefix.
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        self.registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .register(name, help, metric);
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
     }
 
     /// The OpenMetrics text exposition served at `/metrics`.
@@ -100,9 +86,7 @@ impl Metrics {
     }
 
     pub fn layer(&self) -> MetricsLayer {
-        MetricsLayer {
-            rpc: self.rpc.clone(),
-        }
+        MetricsLayer { rpc: self.rpc.clone() }
     }
 }
 
@@ -116,10 +100,7 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService {
-            inner,
-            rpc: self.rpc.clone(),
-        }
+        MetricsService { inner, rpc: self.rpc.clone() }
     }
 }
 
@@ -144,15 +125,8 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let labels = method_labels(request.uri().path());
         self.rpc.in_flight.get_or_create(&labels).inc();
-        let recorder = Recorder {
-            rpc: self.rpc.clone(),
-            labels,
-            start: Instant::now(),
-        };
-        MetricsFuture {
-            inner: self.inner.call(request),
-            recorder: Some(recorder),
-        }
+        let recorder = Recorder { rpc: self.rpc.clone(), labels, start: Instant::now() };
+        MetricsFuture { inner: self.inner.call(request), recorder: Some(recorder) }
     }
 }
 
@@ -161,14 +135,10 @@ where
 /// explode the label space.
 fn method_labels(path: &str) -> MethodLabels {
     match path.trim_start_matches('/').split_once('/') {
-        Some((service, method)) if service.contains('.') && !method.contains('/') => MethodLabels {
-            service: service.to_owned(),
-            method: method.to_owned(),
-        },
-        _ => MethodLabels {
-            service: "http".into(),
-            method: "other".into(),
-        },
+        Some((service, method)) if service.contains('.') && !method.contains('/') => {
+            MethodLabels { service: service.to_owned(), method: method.to_owned() }
+        }
+        _ => MethodLabels { service: "http".into(), method: "other".into() },
     }
 }
 
@@ -182,28 +152,14 @@ struct Recorder {
 impl Recorder {
     fn finish(self, code: &str) {
         let MethodLabels { service, method } = self.labels.clone();
-        self.rpc
-            .latency
-            .get_or_create(&self.labels)
-            .observe(self.start.elapsed().as_secs_f64());
+        self.rpc.latency.get_or_create(&self.labels).observe(self.start.elapsed().as_secs_f64());
         self.rpc.in_flight.get_or_create(&self.labels).dec();
-        self.rpc
-            .handled
-            .get_or_create(&CodeLabels {
-                service,
-                method,
-                code: code.to_owned(),
-            })
-            .inc();
+        self.rpc.handled.get_or_create(&CodeLabels { service, method, code: code.to_owned() }).inc();
     }
 }
 
 fn code_name(value: &http::HeaderValue) -> String {
-    let code = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-        .unwrap_or(2);
+    let code = value.to_str().ok().and_then(|v| v.parse::<i32>().ok()).unwrap_or(2);
     format!("{:?}", tonic::Code::from_i32(code))
 }
 
@@ -227,12 +183,7 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         let Some(recorder) = this.recorder.take() else {
-            return Poll::Ready(result.map(|r| {
-                r.map(|inner| MetricsBody {
-                    inner,
-                    recorder: None,
-                })
-            }));
+            return Poll::Ready(result.map(|r| r.map(|inner| MetricsBody { inner, recorder: None })));
         };
         Poll::Ready(match result {
             Ok(response) => {
@@ -324,22 +275,13 @@ mod tests {
         let labels = method_labels("/codingagent.chat.v1.ChatService/PostMessage");
         assert_eq!(labels.service, "codingagent.chat.v1.ChatService");
         assert_eq!(labels.method, "PostMessage");
-        assert_eq!(
-            method_labels("/v1/conversations/123/attachments").service,
-            "http"
-        );
+        assert_eq!(method_labels("/v1/conversations/123/attachments").service, "http");
     }
 
     #[test]
     fn status_codes_are_named() {
         assert_eq!(code_name(&http::HeaderValue::from_static("0")), "Ok");
-        assert_eq!(
-            code_name(&http::HeaderValue::from_static("8")),
-            "ResourceExhausted"
-        );
-        assert_eq!(
-            code_name(&http::HeaderValue::from_static("junk")),
-            "Unknown"
-        );
+        assert_eq!(code_name(&http::HeaderValue::from_static("8")), "ResourceExhausted");
+        assert_eq!(code_name(&http::HeaderValue::from_static("junk")), "Unknown");
     }
 }

@@ -23,30 +23,19 @@ pub(crate) struct Probe;
 
 #[tonic::async_trait]
 impl ProbeService for Probe {
-    async fn sleep(
-        &self,
-        request: Request<SleepRequest>,
-    ) -> Result<Response<SleepResponse>, Status> {
+    async fn sleep(&self, request: Request<SleepRequest>) -> Result<Response<SleepResponse>, Status> {
         let request = request.into_inner();
         // Even a zero-length tokio sleep waits for the next 1 ms timer tick.
         if request.millis > 0 {
             tokio::time::sleep(Duration::from_millis(request.millis)).await;
         }
-        Ok(Response::new(SleepResponse {
-            payload: request.payload,
-        }))
+        Ok(Response::new(SleepResponse { payload: request.payload }))
     }
 
     type CountStream = Pin<Box<dyn Stream<Item = Result<CountResponse, Status>> + Send>>;
 
-    async fn count(
-        &self,
-        request: Request<CountRequest>,
-    ) -> Result<Response<Self::CountStream>, Status> {
-        let CountRequest {
-            count,
-            interval_millis,
-        } = request.into_inner();
+    async fn count(&self, request: Request<CountRequest>) -> Result<Response<Self::CountStream>, Status> {
+        let CountRequest { count, interval_millis } = request.into_inner();
         Ok(Response::new(Box::pin(async_stream::stream! {
             for index in 0..count {
                 tokio::time::sleep(Duration::from_millis(interval_millis)).await;
@@ -71,10 +60,7 @@ impl ProbeService for Probe {
         })
     }
 
-    async fn who_am_i(
-        &self,
-        request: Request<WhoAmIRequest>,
-    ) -> Result<Response<WhoAmIResponse>, Status> {
+    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(WhoAmIResponse {
             subject: caller.subject.clone(),
@@ -104,41 +90,25 @@ pub(crate) fn server_config() -> ServerConfig {
 impl TestServer {
     pub(crate) async fn start(config: ServerConfig, checks: Vec<DependencyCheck>) -> Self {
         let identity = IdentityConfig::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let probe =
-            ProbeServiceServer::new(Probe).max_decoding_message_size(config.max_message_bytes);
+        let probe = ProbeServiceServer::new(Probe).max_decoding_message_size(config.max_message_bytes);
         let host = checks.into_iter().fold(
             ServiceHost::new(&config, &identity, Metrics::new()).add_service(probe),
             ServiceHost::check,
         );
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(host.serve(listener, shutdown.clone()));
-        Self {
-            addr,
-            shutdown,
-            handle,
-            identity,
-        }
+        Self { addr, shutdown, handle, identity }
     }
 
     pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
+        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect")
     }
 
     pub(crate) fn token_for(&self, user: &str) -> String {
         TokenMinter::new(&self.identity)
-            .mint(&Caller {
-                subject: user.into(),
-                kind: PrincipalKind::User,
-                on_behalf_of: None,
-            })
+            .mint(&Caller { subject: user.into(), kind: PrincipalKind::User, on_behalf_of: None })
             .expect("mint")
     }
 
@@ -164,8 +134,7 @@ pub(crate) struct WithToken(pub Option<String>);
 impl tonic::service::Interceptor for WithToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(token) = &self.0 {
-            let value = MetadataValue::try_from(token.as_str())
-                .map_err(|_| Status::internal("bad token"))?;
+            let value = MetadataValue::try_from(token.as_str()).map_err(|_| Status::internal("bad token"))?;
             request.metadata_mut().insert(IDENTITY_HEADER, value);
         }
         Ok(request)

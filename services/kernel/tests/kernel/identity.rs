@@ -8,30 +8,14 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tonic::Code;
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 #[tokio::test]
 async fn valid_tokens_identify_the_caller() {
     let server = TestServer::start(server_config(), vec![]).await;
-    let me = server
-        .client_as("alice")
-        .await
-        .who_am_i(WhoAmIRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (
-            me.subject.as_str(),
-            me.kind.as_str(),
-            me.on_behalf_of.as_str()
-        ),
-        ("alice", "User", "")
-    );
+    let me = server.client_as("alice").await.who_am_i(WhoAmIRequest {}).await.unwrap().into_inner();
+    assert_eq!((me.subject.as_str(), me.kind.as_str(), me.on_behalf_of.as_str()), ("alice", "User", ""));
 
     let service = TokenMinter::new(&server.identity)
         .mint(&Caller {
@@ -40,19 +24,9 @@ async fn valid_tokens_identify_the_caller() {
             on_behalf_of: Some("bob".into()),
         })
         .unwrap();
-    let me = server
-        .client(Some(service))
-        .await
-        .who_am_i(WhoAmIRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let me = server.client(Some(service)).await.who_am_i(WhoAmIRequest {}).await.unwrap().into_inner();
     assert_eq!(
-        (
-            me.subject.as_str(),
-            me.kind.as_str(),
-            me.on_behalf_of.as_str()
-        ),
+        (me.subject.as_str(), me.kind.as_str(), me.on_behalf_of.as_str()),
         ("orchestration", "Service", "bob")
     );
 }
@@ -73,11 +47,7 @@ async fn missing_malformed_expired_and_foreign_tokens_are_unauthenticated() {
         signing_key: Secret::new("some-other-deployment-key-0123456789abcdef"),
         ..IdentityConfig::default()
     })
-    .mint(&Caller {
-        subject: "alice".into(),
-        kind: PrincipalKind::User,
-        on_behalf_of: None,
-    })
+    .mint(&Caller { subject: "alice".into(), kind: PrincipalKind::User, on_behalf_of: None })
     .unwrap();
 
     for (case, token) in [
@@ -87,12 +57,7 @@ async fn missing_malformed_expired_and_foreign_tokens_are_unauthenticated() {
         ("expired", Some(expired)),
         ("foreign key", Some(foreign)),
     ] {
-        let status = server
-            .client(token)
-            .await
-            .who_am_i(WhoAmIRequest {})
-            .await
-            .unwrap_err();
+        let status = server.client(token).await.who_am_i(WhoAmIRequest {}).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
     }
 }
@@ -101,10 +66,5 @@ async fn missing_malformed_expired_and_foreign_tokens_are_unauthenticated() {
 async fn health_and_reflection_need_no_token() {
     let server = TestServer::start(server_config(), vec![]).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
+    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
 }

@@ -2,9 +2,7 @@
 
 use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, Secret};
 use codingagent_kernel::kafka::relay::{self, Relay};
-use codingagent_kernel::kafka::{
-    EventHandler, HandlerError, InboxConsumer, ReceivedEvent, enqueue, topics,
-};
+use codingagent_kernel::kafka::{EventHandler, HandlerError, InboxConsumer, ReceivedEvent, enqueue, topics};
 use codingagent_kernel::{CancellationToken, db};
 use codingagent_proto::codingagent::events::v1::TaskCreated;
 use codingagent_testkit::{TestDatabase, read_topic, unique_name};
@@ -24,13 +22,8 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let database = TestDatabase::create().await.unwrap();
-        let config = DatabaseConfig {
-            url: Secret::new(database.url.clone()),
-            ..DatabaseConfig::default()
-        };
-        let pool = db::connect(&config, "kernel_test", &MIGRATIONS)
-            .await
-            .unwrap();
+        let config = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
+        let pool = db::connect(&config, "kernel_test", &MIGRATIONS).await.unwrap();
         // One partition, so a sentinel event proves that everything before it was consumed.
         let kafka = KafkaConfig {
             bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
@@ -40,12 +33,7 @@ impl Fixture {
         };
         let topic = unique_name("codingagent.test");
         topics::ensure(&kafka, &[&topic]).await.unwrap();
-        Self {
-            database,
-            pool,
-            kafka,
-            topic,
-        }
+        Self { database, pool, kafka, topic }
     }
 
     fn relay(&self) -> Relay {
@@ -55,11 +43,7 @@ impl Fixture {
     /// Changes state and records the event in one transaction, then commits or rolls back.
     async fn write(&self, id: &str, commit: bool) {
         let mut tx = self.pool.begin().await.unwrap();
-        sqlx::query("INSERT INTO things (id) VALUES ($1)")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        sqlx::query("INSERT INTO things (id) VALUES ($1)").bind(id).execute(&mut *tx).await.unwrap();
         let event = TaskCreated {
             task_id: id.into(),
             owner: "alice".into(),
@@ -67,11 +51,7 @@ impl Fixture {
             ..Default::default()
         };
         enqueue(&mut tx, &self.topic, id, &event).await.unwrap();
-        if commit {
-            tx.commit().await.unwrap()
-        } else {
-            tx.rollback().await.unwrap()
-        }
+        if commit { tx.commit().await.unwrap() } else { tx.rollback().await.unwrap() }
     }
 
     async fn pending(&self) -> i64 {
@@ -95,11 +75,7 @@ impl Fixture {
 struct RecordApplied;
 
 impl EventHandler for RecordApplied {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
+    async fn handle(&self, conn: &mut PgConnection, event: &ReceivedEvent) -> Result<(), HandlerError> {
         let created: TaskCreated = event.decode()?;
         sqlx::query("INSERT INTO applied (event_id, event_key) VALUES ($1, $2)")
             .bind(&event.id)
@@ -116,11 +92,7 @@ async fn committed_events_are_applied_exactly_once_even_when_the_relay_dies_befo
     let relay = fixture.relay();
     fixture.write("committed", true).await;
     fixture.write("rolled-back", false).await;
-    assert_eq!(
-        fixture.pending().await,
-        1,
-        "a rolled-back transaction leaves no outbox row"
-    );
+    assert_eq!(fixture.pending().await, 1, "a rolled-back transaction leaves no outbox row");
 
     // The relay publishes, then dies before marking: its transaction is rolled back.
     let mut tx = fixture.pool.begin().await.unwrap();
@@ -128,37 +100,21 @@ async fn committed_events_are_applied_exactly_once_even_when_the_relay_dies_befo
     assert_eq!(claimed.len(), 1);
     assert!(relay.publish(&claimed).await.iter().all(Result::is_ok));
     drop(tx);
-    assert_eq!(
-        fixture.pending().await,
-        1,
-        "the row is still unsent after the crash"
-    );
+    assert_eq!(fixture.pending().await, 1, "the row is still unsent after the crash");
 
     // The next relay publishes it again and marks it.
     assert_eq!(relay.relay_once().await.unwrap(), 1);
     assert_eq!(fixture.pending().await, 0);
     fixture.write("sentinel", true).await;
     assert_eq!(relay.relay_once().await.unwrap(), 1);
-    assert_eq!(
-        relay.relay_once().await.unwrap(),
-        0,
-        "nothing left to publish"
-    );
+    assert_eq!(relay.relay_once().await.unwrap(), 0, "nothing left to publish");
 
     // Kafka really holds the duplicate (same event id twice) and nothing rolled back.
-    let records = read_topic(&fixture.topic, 4, Duration::from_secs(15))
-        .await
-        .unwrap();
-    let keys: Vec<_> = records
-        .iter()
-        .map(|r| r.key.clone().unwrap_or_default())
-        .collect();
+    let records = read_topic(&fixture.topic, 4, Duration::from_secs(15)).await.unwrap();
+    let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
     assert_eq!(keys, ["committed", "committed", "sentinel"]);
     assert_eq!(records[0].headers["ce_id"], records[1].headers["ce_id"]);
-    assert_eq!(
-        records[0].headers["ce_type"],
-        "codingagent.events.v1.TaskCreated"
-    );
+    assert_eq!(records[0].headers["ce_type"], "codingagent.events.v1.TaskCreated");
     assert_eq!(records[0].headers["ce_source"], "/codingagent/kernel-test");
     assert_eq!(records[0].headers["ce_specversion"], "1.0");
     assert_eq!(records[0].headers["content-type"], "application/protobuf");
@@ -167,20 +123,12 @@ async fn committed_events_are_applied_exactly_once_even_when_the_relay_dies_befo
     // The consumer's inbox drops the duplicate.
     let shutdown = CancellationToken::new();
     let group = unique_name("kernel-test-consumer");
-    let consumer = InboxConsumer::new(
-        fixture.pool.clone(),
-        &fixture.kafka,
-        &group,
-        &[&fixture.topic],
-    )
-    .unwrap();
+    let consumer =
+        InboxConsumer::new(fixture.pool.clone(), &fixture.kafka, &group, &[&fixture.topic]).unwrap();
     let running = tokio::spawn(consumer.run(RecordApplied, shutdown.clone()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !fixture.applied().await.contains(&"sentinel".to_owned()) {
-        assert!(
-            Instant::now() < deadline,
-            "consumer never reached the sentinel"
-        );
+        assert!(Instant::now() < deadline, "consumer never reached the sentinel");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(fixture.applied().await, ["committed", "sentinel"]);
@@ -197,28 +145,16 @@ async fn the_running_relay_publishes_each_commit_promptly_and_drains_on_shutdown
     for id in ["one", "two", "three"] {
         fixture.write(id, true).await;
     }
-    let records = read_topic(&fixture.topic, 3, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let keys: Vec<_> = records
-        .iter()
-        .map(|r| r.key.clone().unwrap_or_default())
-        .collect();
-    assert_eq!(
-        keys,
-        ["one", "two", "three"],
-        "one aggregate's partition keeps commit order"
-    );
+    let records = read_topic(&fixture.topic, 3, Duration::from_secs(20)).await.unwrap();
+    let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
+    assert_eq!(keys, ["one", "two", "three"], "one aggregate's partition keeps commit order");
 
     shutdown.cancel();
     fixture.write("late", true).await;
     relay.await.unwrap();
     // Whatever was committed before the relay stopped is either published or still pending,
     // never lost.
-    let published = read_topic(&fixture.topic, 4, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .len();
+    let published = read_topic(&fixture.topic, 4, Duration::from_secs(5)).await.unwrap().len();
     assert_eq!(published as i64 + fixture.pending().await, 4);
     fixture.finish().await;
 }
@@ -230,77 +166,30 @@ async fn a_published_event_decodes_with_tools_no_one_here_wrote() {
     assert_eq!(fixture.relay().relay_once().await.unwrap(), 1);
 
     // kcat reads the raw record value; protoc decodes it with the contract alone.
-    let kcat = Command::new("kcat")
-        .args([
-            "-C",
-            "-b",
-            &fixture.kafka.bootstrap_servers,
-            "-t",
-            &fixture.topic,
-            "-o",
-            "beginning",
-            "-c",
-            "1",
-            "-e",
-            "-q",
-        ])
-        .args(["-f", "%s"])
-        .output()
-        .expect("kcat is installed by ./dev");
-    assert!(
-        kcat.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kcat.stderr)
-    );
+    let value = kcat_first_record(&fixture, "%s");
     let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
     let mut protoc = Command::new(protoc_bin_vendored::protoc_bin_path().unwrap())
         .arg("--decode=codingagent.events.v1.TaskCreated")
         .arg(format!("--proto_path={proto_root}"))
-        .arg(format!(
-            "--proto_path={}",
-            protoc_bin_vendored::include_path().unwrap().display()
-        ))
+        .arg(format!("--proto_path={}", protoc_bin_vendored::include_path().unwrap().display()))
         .arg("codingagent/events/v1/task_events.proto")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(protoc.stdin.as_mut().unwrap(), &kcat.stdout).unwrap();
+    std::io::Write::write_all(protoc.stdin.as_mut().unwrap(), &value).unwrap();
     drop(protoc.stdin.take());
     let decoded = protoc.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&decoded.stdout);
-    assert!(
-        decoded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&decoded.stderr)
-    );
+    assert!(decoded.status.success(), "{}", String::from_utf8_lossy(&decoded.stderr));
     assert!(text.contains(r#"task_id: "decode-me""#), "{text}");
     assert!(text.contains(r#"owner: "alice""#), "{text}");
 
     // kcat also shows the CloudEvents headers.
-    let headers = Command::new("kcat")
-        .args([
-            "-C",
-            "-b",
-            &fixture.kafka.bootstrap_servers,
-            "-t",
-            &fixture.topic,
-            "-o",
-            "beginning",
-            "-c",
-            "1",
-            "-e",
-            "-q",
-        ])
-        .args(["-f", "%h"])
-        .output()
-        .unwrap();
-    let headers = String::from_utf8_lossy(&headers.stdout);
-    assert!(
-        headers.contains("ce_type=codingagent.events.v1.TaskCreated"),
-        "{headers}"
-    );
+    let headers = kcat_first_record(&fixture, "%h");
+    let headers = String::from_utf8_lossy(&headers);
+    assert!(headers.contains("ce_type=codingagent.events.v1.TaskCreated"), "{headers}");
     fixture.finish().await;
 }
 
@@ -313,9 +202,7 @@ async fn events_committed_while_kafka_is_down_are_delivered_after_it_restarts() 
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(fixture.relay().run(shutdown.clone()));
 
-    let outage = tokio::task::spawn_blocking(|| codingagent_testkit::dev(&["stop", "kafka"]))
-        .await
-        .unwrap();
+    let outage = tokio::task::spawn_blocking(|| codingagent_testkit::dev(&["stop", "kafka"])).await.unwrap();
     let restart = || tokio::task::spawn_blocking(|| codingagent_testkit::dev(&["start", "kafka"]));
     if let Err(error) = outage {
         restart().await.unwrap().unwrap();
@@ -330,23 +217,26 @@ async fn events_committed_while_kafka_is_down_are_delivered_after_it_restarts() 
     restart().await.unwrap().unwrap();
     assert_eq!(pending_during_outage, 3);
 
-    let records = read_topic(&fixture.topic, 3, Duration::from_secs(90))
-        .await
-        .unwrap();
-    let keys: Vec<_> = records
-        .iter()
-        .map(|r| r.key.clone().unwrap_or_default())
-        .collect();
+    let records = read_topic(&fixture.topic, 3, Duration::from_secs(90)).await.unwrap();
+    let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
     assert_eq!(keys, ["during-1", "during-2", "during-3"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while fixture.pending().await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "rows stayed unsent after delivery"
-        );
+        assert!(Instant::now() < deadline, "rows stayed unsent after delivery");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     shutdown.cancel();
     relay.await.unwrap();
     fixture.finish().await;
+}
+
+/// The first record of the fixture's topic as kcat prints it with `format`.
+fn kcat_first_record(fixture: &Fixture, format: &str) -> Vec<u8> {
+    let output = Command::new("kcat")
+        .args(["-C", "-b", &fixture.kafka.bootstrap_servers, "-t", &fixture.topic])
+        .args(["-o", "beginning", "-c", "1", "-e", "-q", "-f", format])
+        .output()
+        .expect("kcat is installed by ./dev");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
 }

@@ -17,22 +17,14 @@ use tonic_types::StatusExt;
 
 async fn health(server: &TestServer, service: &str) -> ServingStatus {
     let mut client = HealthClient::new(server.channel().await);
-    let response = client
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .expect("health check");
+    let response = client.check(HealthCheckRequest { service: service.into() }).await.expect("health check");
     response.into_inner().status()
 }
 
 async fn wait_for_health(server: &TestServer, service: &str, wanted: ServingStatus) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while health(server, service).await != wanted {
-        assert!(
-            Instant::now() < deadline,
-            "{service} never became {wanted:?}"
-        );
+        assert!(Instant::now() < deadline, "{service} never became {wanted:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -41,44 +33,25 @@ async fn wait_for_health(server: &TestServer, service: &str, wanted: ServingStat
 async fn health_is_serving_only_while_dependencies_answer() {
     let database = TestDatabase::create().await.unwrap();
     let pool = database.pool().await.unwrap();
-    let redis = redis::connect(&config::RedisConfig {
-        url: config::Secret::new(codingagent_testkit::redis_url()),
-    })
-    .unwrap();
+    let redis =
+        redis::connect(&config::RedisConfig { url: config::Secret::new(codingagent_testkit::redis_url()) })
+            .unwrap();
     let ready = Arc::new(AtomicBool::new(false));
     let flag = ready.clone();
     let toggle = DependencyCheck::new("toggle", move || {
         let ready = flag.load(Ordering::SeqCst);
-        async move {
-            if ready {
-                Ok(())
-            } else {
-                Err("not yet".to_owned())
-            }
-        }
+        async move { if ready { Ok(()) } else { Err("not yet".to_owned()) } }
     });
-    let server = TestServer::start(
-        server_config(),
-        vec![db::check(pool), redis::check(redis), toggle],
-    )
-    .await;
+    let server = TestServer::start(server_config(), vec![db::check(pool), redis::check(redis), toggle]).await;
 
     // Several readiness rounds pass while one dependency is down: still not serving.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(health(&server, "").await, ServingStatus::NotServing);
-    assert_eq!(
-        health(&server, "codingagent.testkit.v1.ProbeService").await,
-        ServingStatus::NotServing
-    );
+    assert_eq!(health(&server, "codingagent.testkit.v1.ProbeService").await, ServingStatus::NotServing);
 
     ready.store(true, Ordering::SeqCst);
     wait_for_health(&server, "", ServingStatus::Serving).await;
-    wait_for_health(
-        &server,
-        "codingagent.testkit.v1.ProbeService",
-        ServingStatus::Serving,
-    )
-    .await;
+    wait_for_health(&server, "codingagent.testkit.v1.ProbeService", ServingStatus::Serving).await;
 
     // A dependency that stops answering takes the service out of rotation again.
     ready.store(false, Ordering::SeqCst);
@@ -92,18 +65,13 @@ async fn health_is_serving_only_while_dependencies_answer() {
     let deadline = Instant::now() + Duration::from_millis(250);
     loop {
         let status = health_client
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
+            .check(HealthCheckRequest { service: String::new() })
             .await
             .expect("still accepting");
         if status.get_ref().status() == ServingStatus::NotServing {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "health never turned NOT_SERVING on shutdown"
-        );
+        assert!(Instant::now() < deadline, "health never turned NOT_SERVING on shutdown");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.handle.await.unwrap().unwrap();
@@ -117,21 +85,11 @@ async fn in_flight_unary_and_streaming_calls_finish_during_graceful_shutdown() {
     let mut stream_client = server.client_as("alice").await;
 
     let unary = tokio::spawn(async move {
-        unary_client
-            .sleep(SleepRequest {
-                millis: 800,
-                payload: b"still here".to_vec(),
-            })
-            .await
+        unary_client.sleep(SleepRequest { millis: 800, payload: b"still here".to_vec() }).await
     });
     let streaming = tokio::spawn(async move {
-        let mut stream = stream_client
-            .count(CountRequest {
-                count: 6,
-                interval_millis: 150,
-            })
-            .await?
-            .into_inner();
+        let mut stream =
+            stream_client.count(CountRequest { count: 6, interval_millis: 150 }).await?.into_inner();
         let mut seen = Vec::new();
         while let Some(item) = stream.message().await? {
             seen.push(item.index);
@@ -141,10 +99,7 @@ async fn in_flight_unary_and_streaming_calls_finish_during_graceful_shutdown() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.shutdown.cancel();
 
-    assert_eq!(
-        unary.await.unwrap().unwrap().into_inner().payload,
-        b"still here"
-    );
+    assert_eq!(unary.await.unwrap().unwrap().into_inner().payload, b"still here");
     assert_eq!(streaming.await.unwrap().unwrap(), vec![0, 1, 2, 3, 4, 5]);
     server.handle.await.unwrap().unwrap();
     // Once drained, the port is closed to new calls.
@@ -153,29 +108,16 @@ async fn in_flight_unary_and_streaming_calls_finish_during_graceful_shutdown() {
 
 #[tokio::test]
 async fn shutdown_gives_up_on_calls_that_outlast_the_grace_period() {
-    let config = codingagent_kernel::config::ServerConfig {
-        shutdown_grace_secs: 1,
-        ..server_config()
-    };
+    let config = codingagent_kernel::config::ServerConfig { shutdown_grace_secs: 1, ..server_config() };
     let server = TestServer::start(config, vec![]).await;
     let mut client = server.client_as("alice").await;
-    let stuck = tokio::spawn(async move {
-        client
-            .sleep(SleepRequest {
-                millis: 60_000,
-                payload: vec![],
-            })
-            .await
-    });
+    let stuck =
+        tokio::spawn(async move { client.sleep(SleepRequest { millis: 60_000, payload: vec![] }).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     server.shutdown.cancel();
     server.handle.await.unwrap().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "shutdown waited {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown waited {:?}", started.elapsed());
     stuck.abort();
 }
 
@@ -184,16 +126,10 @@ async fn error_details_reach_the_client() {
     let server = TestServer::start(server_config(), vec![]).await;
     let mut client = server.client_as("alice").await;
 
-    let status = client
-        .fail(FailRequest {
-            kind: "invalid".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = client.fail(FailRequest { kind: "invalid".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     // The details travel in grpc-status-details-bin as an encoded google.rpc.Status.
-    let raw = <tonic_types::Status as prost::Message>::decode(status.details())
-        .expect("google.rpc.Status");
+    let raw = <tonic_types::Status as prost::Message>::decode(status.details()).expect("google.rpc.Status");
     assert_eq!(raw.code, Code::InvalidArgument as i32);
     let details = status.get_error_details();
     let fields: Vec<&str> = details
@@ -204,77 +140,30 @@ async fn error_details_reach_the_client() {
         .map(|v| v.field.as_str())
         .collect();
     assert_eq!(fields, ["text", "page_size"]);
-    assert_eq!(
-        details.error_info().expect("ErrorInfo").reason,
-        "INVALID_ARGUMENT"
-    );
+    assert_eq!(details.error_info().expect("ErrorInfo").reason, "INVALID_ARGUMENT");
 
-    let status = client
-        .fail(FailRequest {
-            kind: "exhausted".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = client.fail(FailRequest { kind: "exhausted".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert_eq!(
-        status.get_error_details().retry_info().unwrap().retry_delay,
-        Some(Duration::from_secs(30))
-    );
+    assert_eq!(status.get_error_details().retry_info().unwrap().retry_delay, Some(Duration::from_secs(30)));
 
-    let status = client
-        .fail(FailRequest {
-            kind: "not_found".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = client.fail(FailRequest { kind: "not_found".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(
-        status
-            .get_error_details()
-            .resource_info()
-            .unwrap()
-            .resource_name,
-        "t-1"
-    );
+    assert_eq!(status.get_error_details().resource_info().unwrap().resource_name, "t-1");
 
-    let status = client
-        .fail(FailRequest {
-            kind: "boom".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = client.fail(FailRequest { kind: "boom".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal);
-    assert!(
-        !status.message().contains("hunter2"),
-        "internal causes must not leak: {}",
-        status.message()
-    );
+    assert!(!status.message().contains("hunter2"), "internal causes must not leak: {}", status.message());
 }
 
 #[tokio::test]
 async fn oversized_requests_are_resource_exhausted() {
     let server = TestServer::start(server_config(), vec![]).await;
     let mut client = server.client_as("alice").await;
-    let status = client
-        .sleep(SleepRequest {
-            millis: 0,
-            payload: vec![7; 100 * 1024],
-        })
-        .await
-        .unwrap_err();
+    let status = client.sleep(SleepRequest { millis: 0, payload: vec![7; 100 * 1024] }).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert_eq!(
-        status.get_error_details().error_info().unwrap().reason,
-        "MESSAGE_TOO_LARGE"
-    );
+    assert_eq!(status.get_error_details().error_info().unwrap().reason, "MESSAGE_TOO_LARGE");
     // A request within the limit still works on the same server.
-    let ok = client
-        .sleep(SleepRequest {
-            millis: 0,
-            payload: vec![7; 1024],
-        })
-        .await
-        .unwrap();
+    let ok = client.sleep(SleepRequest { millis: 0, payload: vec![7; 1024] }).await.unwrap();
     assert_eq!(ok.into_inner().payload.len(), 1024);
 }
 
@@ -283,10 +172,7 @@ async fn http1(server: &TestServer, request: Vec<u8>) -> Vec<u8> {
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     stream.write_all(&request).await.unwrap();
     let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await.unwrap().unwrap();
     response
 }
 
@@ -294,10 +180,7 @@ async fn http1(server: &TestServer, request: Vec<u8>) -> Vec<u8> {
 async fn grpc_web_calls_work_over_http1_with_readable_status_headers() {
     let server = TestServer::start(server_config(), vec![]).await;
     let token = server.token_for("alice");
-    let message = prost::Message::encode_to_vec(&SleepRequest {
-        millis: 0,
-        payload: b"web".to_vec(),
-    });
+    let message = prost::Message::encode_to_vec(&SleepRequest { millis: 0, payload: b"web".to_vec() });
     let mut body = vec![0u8];
     body.extend_from_slice(&(message.len() as u32).to_be_bytes());
     body.extend_from_slice(&message);
@@ -311,14 +194,8 @@ async fn grpc_web_calls_work_over_http1_with_readable_status_headers() {
     request.extend_from_slice(&body);
     let response = String::from_utf8_lossy(&http1(&server, request).await).to_lowercase();
     assert!(response.starts_with("http/1.1 200"), "{response}");
-    assert!(
-        response.contains("access-control-allow-origin: http://localhost:4200"),
-        "{response}"
-    );
-    assert!(
-        response.contains("access-control-expose-headers"),
-        "{response}"
-    );
+    assert!(response.contains("access-control-allow-origin: http://localhost:4200"), "{response}");
+    assert!(response.contains("access-control-expose-headers"), "{response}");
     assert!(response.contains("grpc-status-details-bin"), "{response}");
     // grpc-web carries the trailers in the body.
     assert!(response.contains("grpc-status:0"), "{response}");
@@ -326,8 +203,8 @@ async fn grpc_web_calls_work_over_http1_with_readable_status_headers() {
     let preflight = "OPTIONS /codingagent.testkit.v1.ProbeService/Sleep HTTP/1.1\r\nHost: localhost\r\n\
         Origin: http://localhost:4200\r\nAccess-Control-Request-Method: POST\r\n\
         Access-Control-Request-Headers: content-type,x-grpc-web,x-codingagent-identity\r\nConnection: close\r\n\r\n";
-    let response = String::from_utf8_lossy(&http1(&server, preflight.as_bytes().to_vec()).await)
-        .to_lowercase();
+    let response =
+        String::from_utf8_lossy(&http1(&server, preflight.as_bytes().to_vec()).await).to_lowercase();
     assert!(response.starts_with("http/1.1 200"), "{response}");
     assert!(response.contains("x-codingagent-identity"), "{response}");
 }
@@ -336,34 +213,14 @@ async fn grpc_web_calls_work_over_http1_with_readable_status_headers() {
 async fn metrics_count_every_rpc_by_status() {
     let server = TestServer::start(server_config(), vec![]).await;
     let mut client = server.client_as("alice").await;
-    client
-        .sleep(SleepRequest {
-            millis: 0,
-            payload: vec![],
-        })
-        .await
-        .unwrap();
-    client
-        .fail(FailRequest {
-            kind: "not_found".into(),
-        })
-        .await
-        .unwrap_err();
-    let mut stream = client
-        .count(CountRequest {
-            count: 2,
-            interval_millis: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    client.sleep(SleepRequest { millis: 0, payload: vec![] }).await.unwrap();
+    client.fail(FailRequest { kind: "not_found".into() }).await.unwrap_err();
+    let mut stream = client.count(CountRequest { count: 2, interval_millis: 1 }).await.unwrap().into_inner();
     while stream.message().await.unwrap().is_some() {}
 
-    let response = http1(
-        &server,
-        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec(),
-    )
-    .await;
+    let response =
+        http1(&server, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec())
+            .await;
     let text = String::from_utf8_lossy(&response);
     for expected in [
         r#"codingagent_grpc_server_handled_total{service="codingagent.testkit.v1.ProbeService",method="Sleep",code="Ok"} 1"#,
