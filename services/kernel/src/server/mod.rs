@@ -40,6 +40,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("server task ended abnormally: {0}")]
+    Task(String),
 }
 
 /// Headers a browser must be allowed to read so grpc-web clients see statuses and details.
@@ -155,7 +157,9 @@ impl ServiceHost {
                 TcpIncoming::from(listener),
                 stop_accepting.clone().cancelled_owned(),
             );
-        let mut server = std::pin::pin!(server);
+        // The server runs on its own task so it keeps accepting (connections already queued
+        // in the kernel included) while the shutdown sequence below waits.
+        let mut server = tokio::spawn(server);
 
         let stop_checks = CancellationToken::new();
         let watcher = tokio::spawn(readiness.clone().watch(
@@ -167,7 +171,7 @@ impl ServiceHost {
         tokio::select! {
             result = &mut server => {
                 stop_checks.cancel();
-                return result.map_err(Into::into);
+                return flatten(result);
             }
             () = shutdown.cancelled() => {}
         }
@@ -181,13 +185,23 @@ impl ServiceHost {
         match tokio::time::timeout(grace, &mut server).await {
             Ok(result) => {
                 tracing::info!("in-flight calls drained");
-                result.map_err(Into::into)
+                flatten(result)
             }
             Err(_) => {
                 tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining calls");
+                server.abort();
                 Ok(())
             }
         }
+    }
+}
+
+fn flatten(
+    joined: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<(), ServeError> {
+    match joined {
+        Ok(result) => result.map_err(Into::into),
+        Err(error) => Err(ServeError::Task(error.to_string())),
     }
 }
 

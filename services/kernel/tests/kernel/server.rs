@@ -67,7 +67,7 @@ async fn health_is_serving_only_while_dependencies_answer() {
         let status = health_client
             .check(HealthCheckRequest { service: String::new() })
             .await
-            .expect("still accepting");
+            .expect("still accepting during the drain delay");
         if status.get_ref().status() == ServingStatus::NotServing {
             break;
         }
