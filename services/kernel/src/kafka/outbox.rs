@@ -20,9 +20,13 @@ where
     // Version 7 ids sort by creation time, which keeps the unique index append-mostly.
     let event_id = Uuid::now_v7();
     let trace = serde_json::to_value(propagation::current_context_fields()).unwrap_or_default();
+    // One round trip for both. NOTIFY is transactional: the relay is woken when (and only
+    // if) the caller commits, and repeated notifications in one transaction fold into one.
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, event_key, event_type, payload, trace_context) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH inserted AS ( \
+             INSERT INTO outbox (event_id, topic, event_key, event_type, payload, trace_context) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
+         SELECT pg_notify(current_schema() || '_outbox', '') FROM inserted",
     )
     .bind(event_id)
     .bind(topic)
@@ -32,7 +36,5 @@ where
     .bind(trace)
     .execute(&mut *conn)
     .await?;
-    // NOTIFY is transactional: the relay is woken when (and only if) the caller commits.
-    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')").execute(&mut *conn).await?;
     Ok(event_id)
 }
