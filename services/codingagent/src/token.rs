@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use codingagent_kernel::config::{self, ConfigArgs, ConfigError, IdentityConfig, ServiceConfig};
-use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, PrincipalKind, TokenMinter};
+use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, TokenMinter};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::time::Duration;
@@ -19,6 +19,9 @@ pub(crate) struct TokenArgs {
     /// With --service: the user the service acts for.
     #[arg(long, requires = "service")]
     on_behalf_of: Option<String>,
+    /// A role of the user (repeatable), e.g. `--role operator`.
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 12 * 3600)]
     ttl: u64,
@@ -51,14 +54,11 @@ pub(crate) fn run(args: &TokenArgs) -> anyhow::Result<()> {
         print(&config::dump(&config)?)?;
         return Ok(());
     }
-    let caller = match (&args.user, &args.service) {
-        (Some(user), _) => Caller { subject: user.clone(), kind: PrincipalKind::User, on_behalf_of: None },
-        (None, Some(service)) => Caller {
-            subject: service.clone(),
-            kind: PrincipalKind::Service,
-            on_behalf_of: args.on_behalf_of.clone(),
-        },
-        (None, None) => anyhow::bail!("--user or --service is required"),
+    let caller = match (&args.user, &args.service, &args.on_behalf_of) {
+        (Some(user), _, _) => Caller::user(user).with_roles(&args.roles),
+        (None, Some(service), Some(user)) => Caller::service_for(service, user, args.roles.clone()),
+        (None, Some(service), None) => Caller::service(service),
+        (None, None, _) => anyhow::bail!("--user or --service is required"),
     };
     if caller.subject.trim().is_empty() {
         anyhow::bail!("the identity name must not be empty");

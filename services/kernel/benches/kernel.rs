@@ -8,7 +8,7 @@
 mod harness;
 
 use codingagent_kernel::config::{DatabaseConfig, IdentityConfig, KafkaConfig, Secret};
-use codingagent_kernel::identity::{Caller, PrincipalKind, TokenMinter, TokenVerifier};
+use codingagent_kernel::identity::{Caller, TokenMinter, TokenVerifier};
 use codingagent_kernel::kafka::{enqueue, relay::Relay, topics};
 use codingagent_kernel::{db, error};
 use codingagent_proto::codingagent::events::v1::TaskCreated;
@@ -22,7 +22,7 @@ fn identity(c: &mut Criterion) {
     let config = IdentityConfig::default();
     let minter = TokenMinter::new(&config);
     let verifier = TokenVerifier::new(&config);
-    let caller = Caller { subject: "alice".into(), kind: PrincipalKind::User, on_behalf_of: None };
+    let caller = Caller::user("alice");
     let token = minter.mint(&caller).unwrap();
     c.bench_function("identity/verify", |b| b.iter(|| verifier.verify(black_box(&token)).unwrap()));
     c.bench_function("identity/mint", |b| b.iter(|| minter.mint(black_box(&caller)).unwrap()));

@@ -8,10 +8,12 @@
 //! once so the signing key can be rotated without downtime.
 
 mod layer;
+mod outbound;
 mod token;
 
 pub use layer::{AuthLayer, caller};
-pub use token::{Caller, IdentityError, PrincipalKind, TokenMinter, TokenVerifier};
+pub use outbound::{OnBehalfOf, OutboundIdentity};
+pub use token::{Caller, IdentityError, OPERATOR_ROLE, PrincipalKind, TokenMinter, TokenVerifier};
 
 /// Metadata key carrying the internal identity token.
 pub const IDENTITY_HEADER: &str = "x-codingagent-identity";

@@ -16,6 +16,9 @@ pub enum PrincipalKind {
     Service,
 }
 
+/// The role that may administer shared resources (models, budgets, experiments).
+pub const OPERATOR_ROLE: &str = "operator";
+
 /// The verified identity behind a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -24,9 +27,48 @@ pub struct Caller {
     pub kind: PrincipalKind,
     /// For a service acting on a user's behalf: that user.
     pub on_behalf_of: Option<String>,
+    /// Roles of the user (the caller, or the user a service acts for).
+    pub roles: Vec<String>,
 }
 
 impl Caller {
+    pub fn user(id: impl Into<String>) -> Self {
+        Self { subject: id.into(), kind: PrincipalKind::User, on_behalf_of: None, roles: Vec::new() }
+    }
+
+    pub fn service(name: impl Into<String>) -> Self {
+        Self { subject: name.into(), kind: PrincipalKind::Service, on_behalf_of: None, roles: Vec::new() }
+    }
+
+    /// A service acting for `user`, with that user's roles.
+    pub fn service_for(name: impl Into<String>, user: impl Into<String>, roles: Vec<String>) -> Self {
+        Self { subject: name.into(), kind: PrincipalKind::Service, on_behalf_of: Some(user.into()), roles }
+    }
+
+    pub fn with_roles(mut self, roles: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Operators administer shared resources. A service acting on its own account is trusted
+    /// as one (registry syncs, scheduled jobs); acting for a user, it has that user's rights.
+    pub fn is_operator(&self) -> bool {
+        (self.kind == PrincipalKind::Service && self.on_behalf_of.is_none()) || self.has_role(OPERATOR_ROLE)
+    }
+
+    /// `PERMISSION_DENIED` unless the caller is an operator.
+    pub fn require_operator(&self) -> Result<(), tonic::Status> {
+        if self.is_operator() {
+            Ok(())
+        } else {
+            Err(crate::error::permission_denied("OPERATOR_REQUIRED", "this call requires the operator role"))
+        }
+    }
+
     /// The user whose data this call may touch: the user, or the user a service acts for.
     /// `None` for a service acting on its own account.
     pub fn user_id(&self) -> Option<&str> {
@@ -59,6 +101,8 @@ struct Claims {
     kind: PrincipalKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     obo: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<String>,
     iat: u64,
     nbf: u64,
     exp: u64,
@@ -123,6 +167,7 @@ impl TokenMinter {
             sub: caller.subject.clone(),
             kind: caller.kind,
             obo: caller.on_behalf_of.clone(),
+            roles: caller.roles.clone(),
             iat: now,
             nbf: now,
             exp: now + lifetime.as_secs(),
@@ -171,7 +216,12 @@ impl TokenVerifier {
                     if claims.sub.is_empty() || (claims.kind == PrincipalKind::User && claims.obo.is_some()) {
                         return Err(IdentityError::Malformed);
                     }
-                    return Ok(Caller { subject: claims.sub, kind: claims.kind, on_behalf_of: claims.obo });
+                    return Ok(Caller {
+                        subject: claims.sub,
+                        kind: claims.kind,
+                        on_behalf_of: claims.obo,
+                        roles: claims.roles,
+                    });
                 }
                 // Another key may still verify the signature; every other failure is final.
                 Err(error) if matches!(error.kind(), ErrorKind::InvalidSignature) => {}
@@ -203,7 +253,7 @@ mod tests {
     }
 
     fn alice() -> Caller {
-        Caller { subject: "alice".into(), kind: PrincipalKind::User, on_behalf_of: None }
+        Caller::user("alice")
     }
 
     const KEY_A: &str = "a-key-that-is-at-least-thirty-two-bytes-long";
@@ -219,15 +269,24 @@ mod tests {
     #[test]
     fn service_acting_for_a_user() {
         let cfg = config(KEY_A);
-        let caller = Caller {
-            subject: "orchestration".into(),
-            kind: PrincipalKind::Service,
-            on_behalf_of: Some("bob".into()),
-        };
+        let caller = Caller::service_for("orchestration", "bob", vec!["operator".into()]);
         let verified =
             TokenVerifier::new(&cfg).verify(&TokenMinter::new(&cfg).mint(&caller).unwrap()).unwrap();
         assert_eq!(verified.user_id(), Some("bob"));
         assert!(verified.is_service());
+        assert!(verified.is_operator(), "roles travel with the user");
+    }
+
+    #[test]
+    fn operators_are_users_with_the_role_or_services_on_their_own_account() {
+        assert!(!Caller::user("alice").is_operator());
+        assert!(Caller::user("alice").with_roles([OPERATOR_ROLE]).is_operator());
+        assert!(Caller::service("llm").is_operator());
+        assert!(!Caller::service_for("orchestration", "bob", vec![]).is_operator());
+        assert_eq!(
+            Caller::user("alice").require_operator().unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@
 use super::cloudevents::{self, Attributes};
 use super::topics::client_config;
 use crate::config::KafkaConfig;
+use crate::telemetry::metrics::Metrics;
 use chrono::{DateTime, SecondsFormat, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sqlx::postgres::PgListener;
@@ -48,6 +51,15 @@ pub struct Relay {
     producer: FutureProducer,
     config: KafkaConfig,
     source: String,
+    metrics: RelayMetrics,
+}
+
+/// The relay's health in numbers: how far behind it is and how often the broker refuses.
+#[derive(Debug, Clone, Default)]
+struct RelayMetrics {
+    pending: Gauge,
+    published: Counter,
+    failed_rounds: Counter,
 }
 
 impl std::fmt::Debug for Relay {
@@ -64,7 +76,24 @@ impl Relay {
             pool,
             config: config.clone(),
             source: format!("/codingagent/{service}"),
+            metrics: RelayMetrics::default(),
         })
+    }
+
+    /// Reports `outbox_pending`, `outbox_published` and `outbox_failed_rounds` on `metrics`.
+    pub fn with_metrics(self, metrics: &Metrics) -> Self {
+        metrics.register(
+            "outbox_pending",
+            "Committed events not yet published",
+            self.metrics.pending.clone(),
+        );
+        metrics.register("outbox_published", "Events published to Kafka", self.metrics.published.clone());
+        metrics.register(
+            "outbox_failed_rounds",
+            "Relay rounds that failed and were retried",
+            self.metrics.failed_rounds.clone(),
+        );
+        self
     }
 
     /// Runs rounds until `shutdown`, waking on the outbox notification or every poll interval,
@@ -73,11 +102,16 @@ impl Relay {
         let mut listener = self.listen().await;
         let mut backoff = Duration::ZERO;
         loop {
-            match self.relay_once().await {
+            let round = self.relay_once().await;
+            if let Ok(pending) = pending(&self.pool).await {
+                self.metrics.pending.set(pending);
+            }
+            match round {
                 // A full batch means more rows are probably waiting.
                 Ok(count) if count as i64 >= self.config.relay_batch_size => continue,
                 Ok(_) => backoff = Duration::ZERO,
                 Err(error) => {
+                    self.metrics.failed_rounds.inc();
                     backoff = (backoff * 2).clamp(
                         Duration::from_millis(100),
                         Duration::from_millis(self.config.relay_max_backoff_ms),
@@ -150,6 +184,7 @@ impl Relay {
             record_failure(&mut tx, &rows, &sent, error).await?;
         }
         tx.commit().await?;
+        self.metrics.published.inc_by(sent.len() as u64);
         match first_error {
             Some(error) => Err(error.into()),
             None => Ok(sent.len()),

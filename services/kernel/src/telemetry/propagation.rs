@@ -65,3 +65,39 @@ pub fn set_parent(span: &tracing::Span, context: Context) {
     // Fails only when the span is disabled, in which case there is nothing to link.
     let _ = span.set_parent(context);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// A trace continues across a Kafka hop: the fields stored with an outbox row make the
+    /// consumer's span a child of the producer's trace.
+    #[test]
+    fn trace_context_survives_a_round_trip_through_headers() {
+        install();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let producer = tracing::info_span!("producer");
+            let (fields, trace_id) = producer.in_scope(|| {
+                let fields = current_context_fields();
+                (fields, tracing::Span::current().context().span().span_context().trace_id())
+            });
+            assert!(
+                fields.get("traceparent").is_some_and(|v| v.contains(&trace_id.to_string())),
+                "{fields:?}"
+            );
+
+            let consumer = tracing::info_span!("consumer");
+            set_parent(&consumer, extract_fields(&fields));
+            assert_eq!(consumer.context().span().span_context().trace_id(), trace_id);
+
+            let mut headers = http::HeaderMap::new();
+            producer.in_scope(|| inject_http(&mut headers));
+            assert_eq!(extract_http(&headers).span().span_context().trace_id(), trace_id);
+        });
+    }
+}

@@ -1,7 +1,7 @@
 //! A probe service served through the kernel's real server skeleton on port 0.
 
 use codingagent_kernel::config::{IdentityConfig, ServerConfig};
-use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, PrincipalKind, TokenMinter, caller};
+use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, TokenMinter, caller};
 use codingagent_kernel::server::{DependencyCheck, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
 use codingagent_kernel::{CancellationToken, error};
@@ -94,7 +94,9 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let probe = ProbeServiceServer::new(Probe).max_decoding_message_size(config.max_message_bytes);
         let host = checks.into_iter().fold(
-            ServiceHost::new(&config, &identity, Metrics::new()).add_service(probe),
+            ServiceHost::new(&config, &identity, Metrics::new())
+                .add_service(probe)
+                .descriptor_set(codingagent_testkit::pb::FILE_DESCRIPTOR_SET),
             ServiceHost::check,
         );
         let shutdown = CancellationToken::new();
@@ -107,9 +109,7 @@ impl TestServer {
     }
 
     pub(crate) fn token_for(&self, user: &str) -> String {
-        TokenMinter::new(&self.identity)
-            .mint(&Caller { subject: user.into(), kind: PrincipalKind::User, on_behalf_of: None })
-            .expect("mint")
+        TokenMinter::new(&self.identity).mint(&Caller::user(user)).expect("mint")
     }
 
     /// A probe client whose calls carry `token` (or none).

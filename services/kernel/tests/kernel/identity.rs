@@ -2,8 +2,9 @@
 
 use crate::harness::{TestServer, server_config};
 use codingagent_kernel::config::{IdentityConfig, Secret};
-use codingagent_kernel::identity::{Caller, PrincipalKind, TokenMinter};
+use codingagent_kernel::identity::{Caller, OnBehalfOf, OutboundIdentity, TokenMinter};
 use codingagent_testkit::pb::WhoAmIRequest;
+use codingagent_testkit::pb::probe_service_client::ProbeServiceClient;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tonic::Code;
 
@@ -17,14 +18,12 @@ async fn valid_tokens_identify_the_caller() {
     let me = server.client_as("alice").await.who_am_i(WhoAmIRequest {}).await.unwrap().into_inner();
     assert_eq!((me.subject.as_str(), me.kind.as_str(), me.on_behalf_of.as_str()), ("alice", "User", ""));
 
-    let service = TokenMinter::new(&server.identity)
-        .mint(&Caller {
-            subject: "orchestration".into(),
-            kind: PrincipalKind::Service,
-            on_behalf_of: Some("bob".into()),
-        })
-        .unwrap();
-    let me = server.client(Some(service)).await.who_am_i(WhoAmIRequest {}).await.unwrap().into_inner();
+    // A service calling on a user's behalf, the way services call each other.
+    let outbound = OutboundIdentity::new(TokenMinter::new(&server.identity), "orchestration");
+    let mut client = ProbeServiceClient::with_interceptor(server.channel().await, outbound);
+    let mut request = tonic::Request::new(WhoAmIRequest {});
+    request.extensions_mut().insert(OnBehalfOf::user("bob"));
+    let me = client.who_am_i(request).await.unwrap().into_inner();
     assert_eq!(
         (me.subject.as_str(), me.kind.as_str(), me.on_behalf_of.as_str()),
         ("orchestration", "Service", "bob")
@@ -47,7 +46,7 @@ async fn missing_malformed_expired_and_foreign_tokens_are_unauthenticated() {
         signing_key: Secret::new("some-other-deployment-key-0123456789abcdef"),
         ..IdentityConfig::default()
     })
-    .mint(&Caller { subject: "alice".into(), kind: PrincipalKind::User, on_behalf_of: None })
+    .mint(&Caller::user("alice"))
     .unwrap();
 
     for (case, token) in [

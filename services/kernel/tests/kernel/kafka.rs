@@ -3,6 +3,7 @@
 use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, Secret};
 use codingagent_kernel::kafka::relay::{self, Relay};
 use codingagent_kernel::kafka::{EventHandler, HandlerError, InboxConsumer, ReceivedEvent, enqueue, topics};
+use codingagent_kernel::telemetry::metrics::Metrics;
 use codingagent_kernel::{CancellationToken, db};
 use codingagent_proto::codingagent::events::v1::TaskCreated;
 use codingagent_testkit::{TestDatabase, read_topic, unique_name};
@@ -141,13 +142,19 @@ async fn committed_events_are_applied_exactly_once_even_when_the_relay_dies_befo
 async fn the_running_relay_publishes_each_commit_promptly_and_drains_on_shutdown() {
     let fixture = Fixture::new().await;
     let shutdown = CancellationToken::new();
-    let relay = tokio::spawn(fixture.relay().run(shutdown.clone()));
+    let metrics = Metrics::new();
+    let relay = tokio::spawn(fixture.relay().with_metrics(&metrics).run(shutdown.clone()));
     for id in ["one", "two", "three"] {
         fixture.write(id, true).await;
     }
     let records = read_topic(&fixture.topic, 3, Duration::from_secs(20)).await.unwrap();
     let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
-    assert_eq!(keys, ["one", "two", "three"], "one aggregate's partition keeps commit order");
+    assert_eq!(keys, ["one", "two", "three"], "a partition keeps commit order");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics.encode().contains("codingagent_outbox_published_total 3") {
+        assert!(Instant::now() < deadline, "{}", metrics.encode());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     shutdown.cancel();
     fixture.write("late", true).await;

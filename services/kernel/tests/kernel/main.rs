@@ -5,4 +5,6 @@
 mod harness;
 mod identity;
 mod kafka;
+mod reflection;
 mod server;
+mod telemetry;
