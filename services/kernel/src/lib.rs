@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod identity;
 pub mod kafka;
+pub mod pagination;
 pub mod redis;
 pub mod server;
 pub mod telemetry;

@@ -1,0 +1,224 @@
+//! The llm service's configuration (`CODINGAGENT_LLM__…`, `deploy/config/llm.example.toml`).
+
+use codingagent_kernel::config::{
+    ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, Secret, ServerConfig,
+    ServiceConfig, TelemetryConfig,
+};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub telemetry: TelemetryConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub kafka: KafkaConfig,
+    pub identity: IdentityConfig,
+    /// Local models through Ollama; unset disables it.
+    pub ollama: Option<OllamaConfig>,
+    /// OpenAI-compatible endpoints (cloud providers, or local llama.cpp/vLLM servers).
+    pub openai: Vec<OpenAiConfig>,
+    pub routing: RoutingConfig,
+    pub cache: CacheConfig,
+    pub budgets: BudgetConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig {
+                listen_addr: SocketAddr::from(([127, 0, 0, 1], 50_053)),
+                ..ServerConfig::default()
+            },
+            telemetry: TelemetryConfig::default(),
+            database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
+            kafka: KafkaConfig::default(),
+            identity: IdentityConfig::default(),
+            ollama: Some(OllamaConfig::default()),
+            openai: Vec::new(),
+            routing: RoutingConfig::default(),
+            cache: CacheConfig::default(),
+            budgets: BudgetConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OllamaConfig {
+    pub base_url: String,
+    pub connect_timeout_ms: u64,
+    /// Longest silence between streamed chunks before the call counts as failed.
+    pub idle_timeout_ms: u64,
+    /// Pull the hardware-recommended model on start when no model is installed.
+    pub pull_default_on_start: bool,
+}
+
+impl Default for OllamaConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:11434".into(),
+            connect_timeout_ms: 2_000,
+            idle_timeout_ms: 120_000,
+            pull_default_on_start: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// The provider name, the prefix of its model ids (`openai/gpt-4o-mini`).
+    pub name: String,
+    /// Ends in `/v1`.
+    pub base_url: String,
+    pub api_key: Secret,
+    /// Cloud providers cost money: they are used as the fallback, within budget.
+    pub cloud: bool,
+    /// Prices in micro-USD per million tokens, for cost accounting.
+    pub input_price_micros_per_million: i64,
+    pub output_price_micros_per_million: i64,
+    pub connect_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            name: "openai".into(),
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: Secret::default(),
+            cloud: true,
+            input_price_micros_per_million: 0,
+            output_price_micros_per_million: 0,
+            connect_timeout_ms: 5_000,
+            idle_timeout_ms: 120_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// The model used when nothing else decides; empty means "pick from the registry by the
+    /// detected hardware".
+    pub default_model: String,
+    /// A cloud model (`<provider>/<name>`) used when the primary provider's breaker is open
+    /// or it fails before streaming; empty disables the fallback.
+    pub fallback_model: String,
+    pub breaker_failures: u32,
+    pub breaker_cool_down_secs: u64,
+    /// How often the registry is refreshed from every provider.
+    pub registry_sync_secs: u64,
+    /// Outcomes a model needs in a task bucket before the learned selector trusts it.
+    pub learned_min_outcomes: i64,
+    /// Share of selections the learned selector spends exploring less-tried models.
+    pub exploration_rate: f64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            default_model: String::new(),
+            fallback_model: String::new(),
+            breaker_failures: 3,
+            breaker_cool_down_secs: 30,
+            registry_sync_secs: 300,
+            learned_min_outcomes: 20,
+            exploration_rate: 0.1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub ttl_secs: i64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { enabled: true, ttl_secs: 7 * 24 * 3600 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Monthly tokens per user when no budget was set for them; 0 means unlimited.
+    pub default_user_monthly_tokens: i64,
+    /// Monthly tokens per cloud provider when none was set; 0 means unlimited.
+    pub default_provider_monthly_tokens: i64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self { default_user_monthly_tokens: 2_000_000, default_provider_monthly_tokens: 0 }
+    }
+}
+
+impl ServiceConfig for Config {
+    const ENV_NAME: &'static str = "LLM";
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate("server")?;
+        self.database.validate("database")?;
+        self.kafka.validate("kafka")?;
+        self.identity.validate("identity")?;
+        let mut names = Vec::new();
+        if let Some(ollama) = &self.ollama {
+            url("ollama.base_url", &ollama.base_url)?;
+            names.push("ollama".to_owned());
+        }
+        for (index, openai) in self.openai.iter().enumerate() {
+            url(&format!("openai[{index}].base_url"), &openai.base_url)?;
+            if openai.name.is_empty() || openai.name.contains('/') {
+                return Err(ConfigError::invalid(
+                    format!("openai[{index}].name"),
+                    "must be non-empty without `/`",
+                ));
+            }
+            if names.contains(&openai.name) {
+                return Err(ConfigError::invalid(
+                    format!("openai[{index}].name"),
+                    "is used by another provider",
+                ));
+            }
+            names.push(openai.name.clone());
+        }
+        for (key, model) in [
+            ("routing.default_model", &self.routing.default_model),
+            ("routing.fallback_model", &self.routing.fallback_model),
+        ] {
+            if let Some((provider, _)) = model.split_once('/') {
+                if !names.iter().any(|n| n == provider) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("names provider `{provider}`, which is not configured"),
+                    ));
+                }
+            } else if !model.is_empty() {
+                return Err(ConfigError::invalid(key, "must be `<provider>/<model name>`"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.routing.exploration_rate) {
+            return Err(ConfigError::invalid("routing.exploration_rate", "must be between 0 and 1"));
+        }
+        if self.routing.registry_sync_secs == 0 {
+            return Err(ConfigError::invalid("routing.registry_sync_secs", "must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+fn url(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.starts_with("http://") || value.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, "must be an http:// or https:// URL"))
+    }
+}

@@ -1,0 +1,510 @@
+//! The generation path: validate → select a model → check budgets → cache → provider (behind
+//! its circuit breaker, with the cloud fallback) → relay tokens → record usage.
+//!
+//! Generation runs on its own task and sends items through a channel, so a client that goes
+//! away is noticed at the next token: the provider request is dropped (which cancels it) and
+//! the call is recorded as cancelled with the tokens produced so far.
+
+use crate::breaker::Breaker;
+use crate::cache::{Cache, Entry};
+use crate::config::Config;
+use crate::error::{LlmError, Result};
+use crate::hardware::Hardware;
+use crate::provider::{ChatEvent, Finish, Provider, ProviderError};
+use crate::registry::Registry;
+use crate::request::Prompt;
+use crate::selection::{self, Features, Inputs, Reason, Selection, SelectionError};
+use crate::store::{self, Subject, Usage};
+use chrono::Utc;
+use codingagent_kernel::identity::{Caller, PrincipalKind};
+use futures::StreamExt;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Everything the service shares between requests.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub config: Config,
+    pub pool: PgPool,
+    pub registry: Registry,
+    pub providers: Vec<Arc<dyn Provider>>,
+    pub cache: Option<Cache>,
+    pub breakers: HashMap<String, Breaker>,
+    pub hardware: Hardware,
+}
+
+/// A validated generation request.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub prompt: Prompt,
+    pub model: Option<String>,
+    pub bypass_cache: bool,
+    pub task_id: Option<String>,
+    pub features: Features,
+    pub subject: Option<String>,
+}
+
+/// One item of a generation, as the gRPC layer relays it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Item {
+    Text(String),
+    Done(Box<Outcome>),
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Outcome {
+    pub finish: Finish,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub model: String,
+    pub provider: String,
+    pub selection: Selection,
+    pub cache_hit: bool,
+    pub latency: Duration,
+    pub time_to_first_token: Option<Duration>,
+    pub cost_micros: i64,
+    pub usage_id: Uuid,
+}
+
+/// Call outcomes as stored (the contract's CallOutcome numbers).
+const OUTCOME_SUCCESS: i16 = 1;
+const OUTCOME_ERROR: i16 = 2;
+const OUTCOME_CANCELLED: i16 = 3;
+const KIND_GENERATE: i16 = 1;
+const KIND_EMBED: i16 = 2;
+
+impl Engine {
+    pub(crate) fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.providers.iter().find(|p| p.name() == name)
+    }
+
+    /// Chooses the model for a call without calling it.
+    pub(crate) async fn select(
+        &self,
+        caller: &Caller,
+        call_model: Option<&str>,
+        features: Features,
+        subject: Option<&str>,
+        embedding: bool,
+    ) -> Result<Selection> {
+        let models = self.registry.all();
+        let subject = subject
+            .map(str::to_owned)
+            .unwrap_or_else(|| caller.user_id().unwrap_or(&caller.subject).to_owned());
+        let (tests, history, promoted) = if call_model.is_some() || embedding {
+            (Vec::new(), Vec::new(), None)
+        } else {
+            (
+                store::running_tests(&self.pool).await?,
+                store::model_history(&self.pool, features.task_type, features.complexity).await?,
+                store::promoted_default(&self.pool, &scope_keys(&features)).await?,
+            )
+        };
+        let inputs = Inputs {
+            explicit: call_model,
+            features,
+            subject: &subject,
+            embedding,
+            tests,
+            history,
+            learned_min_outcomes: self.config.routing.learned_min_outcomes,
+            exploration: self.config.routing.exploration_rate,
+            promoted_default: promoted,
+            configured_default: Some(self.config.routing.default_model.clone()).filter(|m| !m.is_empty()),
+            hardware: Some(self.hardware.recommended_size()),
+        };
+        selection::select(&models, &inputs).map_err(|error| match error {
+            SelectionError::UnknownModel { model, available } => LlmError::UnknownModel { model, available },
+            SelectionError::NoModel => LlmError::NoModel,
+        })
+    }
+
+    /// Refuses the call when the user's monthly tokens are spent; nothing reaches a provider.
+    pub(crate) async fn check_user_budget(&self, caller: &Caller) -> Result<()> {
+        let Some(user) = caller.user_id() else { return Ok(()) };
+        self.check_budget(Subject::User(user.to_owned()), self.config.budgets.default_user_monthly_tokens)
+            .await
+    }
+
+    async fn check_budget(&self, subject: Subject, default_limit: i64) -> Result<()> {
+        let budget = store::budget(&self.pool, &subject, default_limit).await?;
+        if budget.limit == 0 && budget.is_default {
+            return Ok(()); // 0 as the default means unlimited
+        }
+        let (start, end) = store::month(Utc::now());
+        let used = store::used_tokens(&self.pool, &subject, start).await?;
+        if used >= budget.limit {
+            let resets_in = (end - Utc::now()).to_std().unwrap_or_default();
+            return Err(LlmError::BudgetExhausted {
+                subject: subject.name().to_owned(),
+                limit: budget.limit,
+                used,
+                resets_in,
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a generation; items arrive on the returned channel. Errors before the first
+    /// token are returned directly.
+    pub(crate) async fn generate(
+        self: &Arc<Self>,
+        caller: Caller,
+        call: Call,
+    ) -> Result<mpsc::Receiver<Result<Item>>> {
+        let started = Instant::now();
+        let selection = self
+            .select(
+                &caller,
+                call.model.as_deref(),
+                call.features,
+                call.subject.as_deref().or(call.task_id.as_deref()),
+                false,
+            )
+            .await?;
+        self.check_user_budget(&caller).await?;
+        let (tx, rx) = mpsc::channel(64);
+
+        let cacheable = self.cache.is_some() && call.prompt.options.is_deterministic();
+        if cacheable
+            && !call.bypass_cache
+            && let Some(cache) = &self.cache
+            && let Some(entry) = cache.get(&selection.model, &call.prompt).await
+        {
+            let provider = selection.model.split('/').next().unwrap_or_default().to_owned();
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(Item::Text(entry.text.clone()))).await;
+                let outcome = Outcome {
+                    finish: finish_from_i32(entry.finish_reason),
+                    input_tokens: entry.input_tokens,
+                    output_tokens: entry.output_tokens,
+                    model: selection.model.clone(),
+                    provider,
+                    selection,
+                    cache_hit: true,
+                    latency: started.elapsed(),
+                    time_to_first_token: Some(started.elapsed()),
+                    cost_micros: 0,
+                    usage_id: Uuid::now_v7(),
+                };
+                let recorded = engine.record(&caller, &call, &outcome, OUTCOME_SUCCESS, KIND_GENERATE).await;
+                let _ = tx.send(recorded.map(|()| Item::Done(Box::new(outcome)))).await;
+            });
+            return Ok(rx);
+        }
+
+        let (selection, stream) = self.open_stream(&selection, &call.prompt).await?;
+        let engine = self.clone();
+        tokio::spawn(
+            async move { engine.relay(caller, call, selection, stream, started, tx, cacheable).await },
+        );
+        Ok(rx)
+    }
+
+    /// Opens the provider stream for the selected model, or for the fallback when the
+    /// primary's breaker is open or it fails before streaming.
+    async fn open_stream(
+        &self,
+        selection: &Selection,
+        prompt: &Prompt,
+    ) -> Result<(Selection, crate::provider::ChatStream)> {
+        let primary = self.try_open(&selection.model, prompt).await;
+        let primary_error = match primary {
+            Ok(stream) => return Ok((selection.clone(), stream)),
+            Err(error) => error,
+        };
+        let fallback = &self.config.routing.fallback_model;
+        let retryable = matches!(
+            &primary_error,
+            LlmError::Unavailable(_) | LlmError::Provider(ProviderError::Unavailable(_))
+        );
+        if !retryable || fallback.is_empty() || fallback == &selection.model {
+            return Err(primary_error);
+        }
+        let provider = fallback.split('/').next().unwrap_or_default().to_owned();
+        if let Err(error) = self
+            .check_budget(
+                Subject::Provider(provider.clone()),
+                self.config.budgets.default_provider_monthly_tokens,
+            )
+            .await
+        {
+            tracing::warn!(%error, "fallback provider over budget; not used");
+            return Err(primary_error);
+        }
+        let stream = self.try_open(fallback, prompt).await?;
+        let explanation =
+            format!("{} was unavailable ({primary_error}); fell back to {fallback}", selection.model);
+        Ok((
+            Selection {
+                model: fallback.clone(),
+                reason: Reason::Fallback,
+                explanation,
+                ab: None,
+                expected_success: None,
+            },
+            stream,
+        ))
+    }
+
+    async fn try_open(&self, model: &str, prompt: &Prompt) -> Result<crate::provider::ChatStream> {
+        let (provider_name, name) =
+            model.split_once('/').ok_or_else(|| LlmError::invalid("model", "malformed model id"))?;
+        let provider = self
+            .provider(provider_name)
+            .ok_or_else(|| LlmError::Unavailable(format!("provider {provider_name} is not configured")))?;
+        let breaker = self.breakers.get(provider_name);
+        if breaker.is_some_and(|b| !b.allow(Instant::now())) {
+            return Err(LlmError::Unavailable(format!(
+                "provider {provider_name} is failing; its circuit breaker is open"
+            )));
+        }
+        match provider.chat(name, prompt).await {
+            Ok(stream) => Ok(stream),
+            Err(error) => {
+                if error.counts_against_provider()
+                    && let Some(breaker) = breaker
+                {
+                    breaker.record_failure(Instant::now());
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        self: Arc<Self>,
+        caller: Caller,
+        call: Call,
+        selection: Selection,
+        mut stream: crate::provider::ChatStream,
+        started: Instant,
+        tx: mpsc::Sender<Result<Item>>,
+        cacheable: bool,
+    ) {
+        let provider = selection.model.split('/').next().unwrap_or_default().to_owned();
+        let mut text = String::new();
+        let mut first_token = None;
+        let mut outcome = Outcome {
+            finish: Finish::Stop,
+            input_tokens: 0,
+            output_tokens: 0,
+            model: selection.model.clone(),
+            provider: provider.clone(),
+            selection,
+            cache_hit: false,
+            latency: Duration::ZERO,
+            time_to_first_token: None,
+            cost_micros: 0,
+            usage_id: Uuid::now_v7(),
+        };
+        let mut result = OUTCOME_CANCELLED;
+        let mut failure = None;
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                () = tx.closed() => break,
+            };
+            match event {
+                Some(Ok(ChatEvent::Delta(delta))) => {
+                    first_token.get_or_insert_with(|| started.elapsed());
+                    text.push_str(&delta);
+                    if tx.send(Ok(Item::Text(delta))).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(ChatEvent::Done { finish, input_tokens, output_tokens })) => {
+                    outcome.finish = finish;
+                    outcome.input_tokens = input_tokens;
+                    outcome.output_tokens = output_tokens;
+                    result = OUTCOME_SUCCESS;
+                    break;
+                }
+                Some(Err(error)) => {
+                    result = OUTCOME_ERROR;
+                    failure = Some(error);
+                    break;
+                }
+                None => break,
+            }
+        }
+        drop(stream); // cancels the provider request if it is still running
+        if let Some(breaker) = self.breakers.get(&provider) {
+            match (&failure, result) {
+                (Some(error), _) if error.counts_against_provider() => breaker.record_failure(Instant::now()),
+                (_, OUTCOME_SUCCESS) => breaker.record_success(),
+                _ => {}
+            }
+        }
+        if result != OUTCOME_SUCCESS {
+            // Tokens produced before the end still count; estimate what the provider never reported.
+            outcome.output_tokens = estimate_tokens(&text);
+            outcome.input_tokens = call.prompt.messages.iter().map(|m| estimate_tokens(&m.content)).sum();
+        }
+        outcome.latency = started.elapsed();
+        outcome.time_to_first_token = first_token;
+        outcome.cost_micros = self.cost(&provider, outcome.input_tokens, outcome.output_tokens);
+        let recorded = self.record(&caller, &call, &outcome, result, KIND_GENERATE).await;
+        if result == OUTCOME_SUCCESS
+            && cacheable
+            && let Some(cache) = &self.cache
+        {
+            let entry = Entry {
+                text,
+                finish_reason: finish_to_i32(outcome.finish),
+                input_tokens: outcome.input_tokens,
+                output_tokens: outcome.output_tokens,
+            };
+            cache.put(&outcome.model, &call.prompt, &entry).await;
+        }
+        let last = match (failure, recorded) {
+            (Some(error), _) => Err(LlmError::Provider(error)),
+            (None, Err(error)) => Err(error),
+            (None, Ok(())) if result == OUTCOME_SUCCESS => Ok(Item::Done(Box::new(outcome))),
+            (None, Ok(())) => return, // cancelled: nobody is listening
+        };
+        let _ = tx.send(last).await;
+    }
+
+    /// Micro-dollars for a call at the provider's configured prices.
+    pub(crate) fn cost(&self, provider: &str, input_tokens: i64, output_tokens: i64) -> i64 {
+        self.config.openai.iter().find(|p| p.name == provider).map_or(0, |p| {
+            (input_tokens * p.input_price_micros_per_million
+                + output_tokens * p.output_price_micros_per_million)
+                / 1_000_000
+        })
+    }
+
+    /// Writes the usage record and its `InferenceCompleted` event in one transaction.
+    pub(crate) async fn record(
+        &self,
+        caller: &Caller,
+        call: &Call,
+        outcome: &Outcome,
+        result: i16,
+        kind: i16,
+    ) -> Result<()> {
+        let usage = Usage {
+            id: outcome.usage_id,
+            created_at: Utc::now(),
+            caller_kind: if caller.kind == PrincipalKind::User { 1 } else { 2 },
+            caller_id: caller.subject.clone(),
+            user_id: caller.user_id().map(str::to_owned),
+            task_id: call.task_id.clone(),
+            model: outcome.model.clone(),
+            provider: outcome.provider.clone(),
+            kind,
+            outcome: result,
+            // Cache hits are recorded with the original counts but charged nothing.
+            input_tokens: outcome.input_tokens,
+            output_tokens: outcome.output_tokens,
+            latency_ms: outcome.latency.as_millis() as i64,
+            ttft_ms: outcome.time_to_first_token.map(|d| d.as_millis() as i64),
+            cost_micros: outcome.cost_micros,
+            cache_hit: outcome.cache_hit,
+            selection_reason: reason_to_i16(outcome.selection.reason),
+            ab_test_id: outcome.selection.ab.as_ref().and_then(|(t, _)| Uuid::parse_str(t).ok()),
+            ab_variant_id: outcome.selection.ab.as_ref().map(|(_, v)| v.clone()),
+            finish_reason: finish_to_i32(outcome.finish) as i16,
+            task_type: call.features.task_type as i16,
+            complexity: call.features.complexity as i16,
+            language: call.features.language as i16,
+        };
+        let mut tx = self.pool.begin().await?;
+        store::insert_usage(&mut tx, &usage).await?;
+        crate::events::inference_completed(&mut tx, &crate::grpc::usage_record(&usage)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Embeddings for `inputs` with the chosen (or default embedding) model.
+    pub(crate) async fn embed(
+        &self,
+        caller: &Caller,
+        model: Option<&str>,
+        inputs: &[String],
+        task_id: Option<String>,
+    ) -> Result<(String, crate::provider::Embeddings)> {
+        let started = Instant::now();
+        let selection = self.select(caller, model, Features::default(), None, true).await?;
+        self.check_user_budget(caller).await?;
+        let (provider_name, name) = selection.model.split_once('/').unwrap_or_default();
+        let provider = self
+            .provider(provider_name)
+            .ok_or_else(|| LlmError::Unavailable(format!("provider {provider_name} is not configured")))?;
+        let embedded = provider.embed(name, inputs).await;
+        let call = Call {
+            prompt: Prompt { messages: Vec::new(), options: Default::default() },
+            model: None,
+            bypass_cache: true,
+            task_id,
+            features: Features::default(),
+            subject: None,
+        };
+        let tokens = embedded.as_ref().map_or(0, |e| e.input_tokens);
+        let outcome = Outcome {
+            finish: Finish::Stop,
+            input_tokens: tokens,
+            output_tokens: 0,
+            model: selection.model.clone(),
+            provider: provider_name.to_owned(),
+            cost_micros: self.cost(provider_name, tokens, 0),
+            selection,
+            cache_hit: false,
+            latency: started.elapsed(),
+            time_to_first_token: None,
+            usage_id: Uuid::now_v7(),
+        };
+        let result = if embedded.is_ok() { OUTCOME_SUCCESS } else { OUTCOME_ERROR };
+        self.record(caller, &call, &outcome, result, KIND_EMBED).await?;
+        Ok((outcome.model, embedded?))
+    }
+}
+
+/// Scope keys from most to least specific, for promoted defaults.
+pub(crate) fn scope_keys(features: &Features) -> Vec<String> {
+    vec![
+        format!("type={};complexity={}", features.task_type, features.complexity),
+        format!("type={}", features.task_type),
+        "all".to_owned(),
+    ]
+}
+
+/// About four characters per token for English text and code; used only when a provider
+/// could not report counts (a cancelled or failed stream).
+pub(crate) fn estimate_tokens(text: &str) -> i64 {
+    (text.chars().count() as i64 + 3) / 4
+}
+
+pub(crate) fn finish_to_i32(finish: Finish) -> i32 {
+    match finish {
+        Finish::Stop => 1,
+        Finish::Length => 2,
+        Finish::ContentFilter => 3,
+    }
+}
+
+fn finish_from_i32(value: i32) -> Finish {
+    match value {
+        2 => Finish::Length,
+        3 => Finish::ContentFilter,
+        _ => Finish::Stop,
+    }
+}
+
+pub(crate) fn reason_to_i16(reason: Reason) -> i16 {
+    match reason {
+        Reason::Explicit => 1,
+        Reason::AbTest => 2,
+        Reason::Learned => 3,
+        Reason::Default => 4,
+        Reason::Fallback => 5,
+    }
+}

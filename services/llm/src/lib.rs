@@ -1,0 +1,166 @@
+//! The llm service: one front door to every model CodingAgent uses. It talks to Ollama and to
+//! OpenAI-compatible endpoints through one provider trait, keeps a registry of what they
+//! offer, chooses a model for each call (explicit → A/B test → learned from task outcomes →
+//! hardware default), serves deterministic prompts from a Redis cache, records the usage of
+//! every call, enforces monthly token budgets, and falls back to a cloud model behind a
+//! circuit breaker when the local provider fails.
+
+mod ab_api;
+pub mod abtest;
+pub mod breaker;
+pub mod cache;
+pub mod config;
+mod convert;
+mod engine;
+pub mod error;
+mod events;
+mod grpc;
+pub mod hardware;
+mod outcomes;
+pub mod provider;
+mod registry;
+pub mod request;
+pub mod selection;
+mod store;
+mod usage_api;
+
+pub use config::Config;
+
+use anyhow::Context;
+use codingagent_kernel::config::{ConfigArgs, dump, load};
+use codingagent_kernel::kafka::{InboxConsumer, Relay, topics};
+use codingagent_kernel::server::ServiceHost;
+use codingagent_kernel::telemetry::metrics::Metrics;
+use codingagent_kernel::{CancellationToken, db, telemetry};
+use codingagent_proto::codingagent::llm::v1::llm_service_server::LlmServiceServer;
+use provider::{Provider, ollama::Ollama, openai::OpenAi};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/llm");
+
+/// Loads the configuration, sets up telemetry and serves until SIGINT/SIGTERM.
+pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {
+    let config: Config = load(&args)?;
+    if args.dump_config {
+        use std::io::Write;
+        writeln!(std::io::stdout(), "{}", dump(&config)?)?;
+        return Ok(());
+    }
+    let _telemetry = telemetry::init("llm", &config.telemetry)?;
+    let listener = TcpListener::bind(config.server.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "llm listening");
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        codingagent_kernel::shutdown_signal().await;
+        trigger.cancel();
+    });
+    serve(config, listener, shutdown).await
+}
+
+fn providers(config: &Config) -> Vec<Arc<dyn Provider>> {
+    let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
+    if let Some(ollama) = &config.ollama {
+        providers.push(Arc::new(Ollama::new(
+            "ollama",
+            &ollama.base_url,
+            Duration::from_millis(ollama.connect_timeout_ms),
+            Duration::from_millis(ollama.idle_timeout_ms),
+        )));
+    }
+    for openai in &config.openai {
+        providers.push(Arc::new(OpenAi::new(
+            &openai.name,
+            &openai.base_url,
+            openai.api_key.clone(),
+            openai.cloud,
+            Duration::from_millis(openai.connect_timeout_ms),
+            Duration::from_millis(openai.idle_timeout_ms),
+        )));
+    }
+    providers
+}
+
+/// Serves the llm service on `listener` until `shutdown`, then stops in order: health, calls
+/// in flight, background work, the outbox relay, the database pool.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let pool = db::connect(&config.database, "llm", &MIGRATIONS).await.context("database")?;
+    if let Err(error) = topics::ensure(&config.kafka, &[topics::LLM, topics::TASK]).await {
+        // Events wait in the outbox until Kafka is back; starting is still useful.
+        tracing::warn!(%error, "cannot create kafka topics now");
+    }
+    let providers = providers(&config);
+    let registry = registry::Registry::load(&pool, &providers).await?;
+    let cache = if config.cache.enabled {
+        Some(cache::Cache::new(
+            codingagent_kernel::redis::connect(&config.redis)?,
+            config.cache.ttl_secs,
+            &metrics,
+        ))
+    } else {
+        None
+    };
+    let breakers = providers
+        .iter()
+        .map(|p| {
+            let breaker = breaker::Breaker::new(
+                config.routing.breaker_failures,
+                Duration::from_secs(config.routing.breaker_cool_down_secs),
+            );
+            (p.name().to_owned(), breaker)
+        })
+        .collect();
+    let engine = Arc::new(engine::Engine {
+        config: config.clone(),
+        pool: pool.clone(),
+        registry,
+        providers,
+        cache,
+        breakers,
+        hardware: hardware::Hardware::detect(),
+    });
+
+    let background = CancellationToken::new();
+    let sync = tokio::spawn(sync_registry(engine.clone(), background.clone()));
+    let relay = Relay::new(pool.clone(), &config.kafka, "llm")?.with_metrics(&metrics);
+    let relay = tokio::spawn(relay.run(background.clone()));
+    let consumer = InboxConsumer::new(pool.clone(), &config.kafka, "llm-task-outcomes", &[topics::TASK])?;
+    let consumer = tokio::spawn(consumer.run(outcomes::TaskOutcomes, background.clone()));
+
+    let service = LlmServiceServer::new(grpc::Handlers { engine })
+        .max_decoding_message_size(config.server.max_message_bytes)
+        .max_encoding_message_size(config.server.max_message_bytes);
+    let served = ServiceHost::new(&config.server, &config.identity, metrics)
+        .add_service(service)
+        .descriptor_set(codingagent_proto::FILE_DESCRIPTOR_SET)
+        .check(db::check(pool.clone()))
+        .serve(listener, shutdown)
+        .await;
+    background.cancel();
+    let _ = tokio::join!(sync, relay, consumer);
+    pool.close().await;
+    served.map_err(Into::into)
+}
+
+/// Refreshes the registry at start and then every `registry_sync_secs`.
+async fn sync_registry(engine: Arc<engine::Engine>, stop: CancellationToken) {
+    let every = Duration::from_secs(engine.config.routing.registry_sync_secs);
+    loop {
+        match engine.registry.sync(&engine.pool, &engine.providers).await {
+            Ok(report) => {
+                let models: usize = report.providers.iter().map(|p| p.model_count).sum();
+                tracing::info!(models, "model registry synced");
+            }
+            Err(error) => tracing::warn!(%error, "model registry sync failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
