@@ -23,6 +23,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub cache: CacheConfig,
     pub budgets: BudgetConfig,
+    /// Consumer group reading task outcomes for the learned selector; replicas share it.
+    pub task_outcomes_group: String,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             routing: RoutingConfig::default(),
             cache: CacheConfig::default(),
             budgets: BudgetConfig::default(),
+            task_outcomes_group: "llm-task-outcomes".into(),
         }
     }
 }

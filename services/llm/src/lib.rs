@@ -129,7 +129,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let sync = tokio::spawn(sync_registry(engine.clone(), background.clone()));
     let relay = Relay::new(pool.clone(), &config.kafka, "llm")?.with_metrics(&metrics);
     let relay = tokio::spawn(relay.run(background.clone()));
-    let consumer = InboxConsumer::new(pool.clone(), &config.kafka, "llm-task-outcomes", &[topics::TASK])?;
+    let consumer =
+        InboxConsumer::new(pool.clone(), &config.kafka, &config.task_outcomes_group, &[topics::TASK])?;
     let consumer = tokio::spawn(consumer.run(outcomes::TaskOutcomes, background.clone()));
 
     let service = LlmServiceServer::new(grpc::Handlers { engine })

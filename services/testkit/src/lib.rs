@@ -8,5 +8,5 @@ mod kafka;
 mod probe;
 
 pub use infra::{TestDatabase, dev, kafka_bootstrap, redis_url, unique_name};
-pub use kafka::{Record, read_topic};
+pub use kafka::{Record, find_record, publish_event, read_topic};
 pub use probe::pb;

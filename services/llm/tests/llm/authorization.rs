@@ -1,0 +1,212 @@
+//! Who may see and change what, and precise errors for bad input.
+
+use crate::harness::{Llm, Setup, fresh_prompt, options, user_message};
+use crate::ollama::{MODEL, chunk, done, mount_chat, ndjson, ollama_with_model};
+use codingagent_proto::codingagent::llm::v1 as pb;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_second_user_cannot_see_or_change_what_is_not_theirs() {
+    let ollama = ollama_with_model().await;
+    mount_chat(&ollama, ndjson(&[chunk("x"), done("stop", 3, 1)])).await;
+    let llm = Llm::start(Setup::default(), ollama).await;
+    let mut alice = llm.user("alice").await;
+    let mut bob = llm.user("bob").await;
+    let mut ops = llm.operator().await;
+    let generate = pb::GenerateOnceRequest {
+        messages: fresh_prompt("hi"),
+        model: MODEL.into(),
+        options: options(0.5, 8),
+        ..Default::default()
+    };
+    alice.generate_once(generate).await.unwrap();
+
+    // Usage: bob sees none of alice's records and may not ask for them.
+    assert!(bob.list_usage(pb::ListUsageRequest::default()).await.unwrap().into_inner().records.is_empty());
+    let denied = bob
+        .list_usage(pb::ListUsageRequest { user_id: "alice".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = bob
+        .get_usage_summary(pb::GetUsageSummaryRequest { user_id: "*".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let all = ops
+        .list_usage(pb::ListUsageRequest { user_id: "*".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert_eq!(all.len(), 1, "operators see everyone's usage");
+
+    // Budgets: one's own, yes; another's or a provider's, no; setting, operators only.
+    let alices = pb::BudgetSubject { subject: Some(pb::budget_subject::Subject::UserId("alice".into())) };
+    let denied = bob.get_budget(pb::GetBudgetRequest { subject: Some(alices.clone()) }).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let set =
+        pb::SetBudgetRequest { subject: Some(alices), monthly_token_limit: 1_000_000, ..Default::default() };
+    assert_eq!(bob.set_budget(set).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // A/B tests: ids name nothing to users who may not see them.
+    let test = pb::AbTest {
+        name: format!("private-{}", uuid::Uuid::new_v4()),
+        variants: vec![
+            pb::AbVariant { id: "a".into(), model: MODEL.into(), weight: 1 },
+            pb::AbVariant { id: "b".into(), model: MODEL.into(), weight: 1 },
+        ],
+        ..Default::default()
+    };
+    let denied = bob
+        .create_ab_test(pb::CreateAbTestRequest { ab_test: Some(test.clone()), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let id = ops
+        .create_ab_test(pb::CreateAbTestRequest { ab_test: Some(test), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .ab_test
+        .unwrap()
+        .id;
+    assert_eq!(
+        bob.get_ab_test(pb::GetAbTestRequest { ab_test_id: id.clone() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        bob.get_ab_test_results(pb::GetAbTestResultsRequest { ab_test_id: id.clone() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let outcome = pb::RecordAbOutcomeRequest {
+        ab_test_id: id.clone(),
+        subject_id: "s".into(),
+        success: true,
+        ..Default::default()
+    };
+    assert_eq!(bob.record_ab_outcome(outcome).await.unwrap_err().code(), Code::NotFound);
+    let stop = pb::StopAbTestRequest { ab_test_id: id.clone(), ..Default::default() };
+    assert_eq!(bob.stop_ab_test(stop).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        bob.assign_variant(pb::AssignVariantRequest { ab_test_id: id, subject_id: "s".into() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    // Registry administration.
+    assert_eq!(
+        bob.sync_registry(pb::SyncRegistryRequest::default()).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let delete = pb::DeleteModelRequest { model_id: MODEL.into(), ..Default::default() };
+    assert_eq!(bob.delete_model(delete).await.unwrap_err().code(), Code::PermissionDenied);
+    llm.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_invalid_argument_with_every_field_named() {
+    let llm = Llm::start(Setup::default(), ollama_with_model().await).await;
+    let mut alice = llm.user("alice").await;
+
+    let empty = alice.generate_once(pb::GenerateOnceRequest::default()).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert_eq!(fields(&empty), ["messages"]);
+
+    let absurd = pb::GenerateOnceRequest {
+        messages: vec![user_message("hi")],
+        model: "no-provider-prefix".into(),
+        options: Some(pb::GenerationOptions {
+            temperature: Some(3.0),
+            max_tokens: Some(-5),
+            top_p: Some(1.5),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let status = alice.generate_once(absurd).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(fields(&status), ["options.temperature", "options.top_p", "options.max_tokens", "model"]);
+
+    let embed = alice
+        .embed(pb::EmbedRequest { inputs: vec![String::new()], ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&embed), ["inputs[0]"]);
+
+    let negative =
+        alice.list_usage(pb::ListUsageRequest { page_size: -1, ..Default::default() }).await.unwrap_err();
+    assert_eq!(fields(&negative), ["page_size"]);
+    let garbage = alice
+        .list_models(pb::ListModelsRequest { page_token: "not-a-token".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&garbage), ["page_token"]);
+
+    let malformed = alice.get_ab_test(pb::GetAbTestRequest { ab_test_id: "42".into() }).await.unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    let unknown = llm
+        .operator()
+        .await
+        .get_ab_test(pb::GetAbTestRequest { ab_test_id: uuid::Uuid::new_v4().to_string() })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    let bad_test = pb::AbTest {
+        name: String::new(),
+        variants: vec![pb::AbVariant { id: "a".into(), model: "ollama/missing".into(), weight: 0 }],
+        ..Default::default()
+    };
+    let status = llm
+        .operator()
+        .await
+        .create_ab_test(pb::CreateAbTestRequest { ab_test: Some(bad_test), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fields(&status),
+        ["ab_test.name", "ab_test.variants", "ab_test.variants[0].weight", "ab_test.variants[0].model"]
+    );
+    llm.stop().await;
+}
+
+#[tokio::test]
+async fn model_listing_paginates() {
+    let llm = Llm::start(Setup { local: true, ..Setup::default() }, ollama_with_model().await).await;
+    let mut alice = llm.user("alice").await;
+    let first = alice
+        .list_models(pb::ListModelsRequest { page_size: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.models.len(), 1);
+    assert!(!first.next_page_token.is_empty());
+    let second = alice
+        .list_models(pb::ListModelsRequest {
+            page_size: 1,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.models.len(), 1);
+    assert_ne!(second.models[0].id, first.models[0].id);
+    assert!(second.next_page_token.is_empty(), "two models, two pages");
+    llm.stop().await;
+}

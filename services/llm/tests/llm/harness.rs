@@ -1,0 +1,164 @@
+//! One llm service per test, with its own database, consumer group and Ollama double.
+
+use codingagent_kernel::CancellationToken;
+use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
+use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, OPERATOR_ROLE, TokenMinter};
+use codingagent_llm::Config;
+use codingagent_llm::config::{OllamaConfig, OpenAiConfig};
+use codingagent_proto::codingagent::llm::v1 as pb;
+use codingagent_proto::codingagent::llm::v1::llm_service_client::LlmServiceClient;
+use codingagent_testkit::{TestDatabase, unique_name};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use wiremock::MockServer;
+
+pub(crate) type Client = LlmServiceClient<InterceptedService<Channel, Token>>;
+
+/// The real model server `./dev` starts.
+pub(crate) fn local_base_url() -> String {
+    std::env::var("LLM_OPENAI_BASE_URL").unwrap_or_else(|_| "http://127.0.0.1:58080/v1".into())
+}
+
+pub(crate) struct Llm {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) ollama: MockServer,
+    pub(crate) config: Config,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    database: Option<TestDatabase>,
+}
+
+/// How a test wants the service set up.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Setup {
+    /// Register the real local server as an OpenAI-compatible provider named `local`.
+    pub(crate) local: bool,
+    /// Register the real local server a second time as the cloud provider `cloud`, and use
+    /// it as the fallback.
+    pub(crate) cloud_fallback: bool,
+    pub(crate) default_model: String,
+}
+
+impl Llm {
+    /// Starts the service; the Ollama double must be mounted before `sync` if the test needs
+    /// Ollama models in the registry.
+    pub(crate) async fn start(setup: Setup, ollama: MockServer) -> Self {
+        let database = TestDatabase::create().await.unwrap();
+        let mut config = Config::default();
+        config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+        config.server.shutdown_grace_secs = 2;
+        config.database =
+            DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
+        config.redis = RedisConfig { url: Secret::new(codingagent_testkit::redis_url()) };
+        config.kafka = KafkaConfig {
+            bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
+            relay_poll_ms: 100,
+            ..KafkaConfig::default()
+        };
+        config.ollama =
+            Some(OllamaConfig { base_url: ollama.uri(), idle_timeout_ms: 5_000, ..OllamaConfig::default() });
+        config.task_outcomes_group = unique_name("llm-test");
+        config.routing.breaker_failures = 2;
+        config.routing.breaker_cool_down_secs = 60;
+        config.routing.default_model = setup.default_model.clone();
+        if setup.local {
+            config.openai.push(OpenAiConfig {
+                name: "local".into(),
+                base_url: local_base_url(),
+                cloud: false,
+                ..OpenAiConfig::default()
+            });
+        }
+        if setup.cloud_fallback {
+            config.openai.push(OpenAiConfig {
+                name: "cloud".into(),
+                base_url: local_base_url(),
+                cloud: true,
+                input_price_micros_per_million: 150_000,
+                output_price_micros_per_million: 600_000,
+                ..OpenAiConfig::default()
+            });
+            config.routing.fallback_model = "cloud/gemma-3-270m".into();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(codingagent_llm::serve(config.clone(), listener, shutdown.clone()));
+        let llm = Self { addr, ollama, config, shutdown, handle, database: Some(database) };
+        // The first registry sync runs in the background at start; wait until the service answers.
+        let mut client = llm.operator().await;
+        client.sync_registry(pb::SyncRegistryRequest::default()).await.unwrap();
+        llm
+    }
+
+    async fn channel(&self) -> Channel {
+        let endpoint = Channel::from_shared(format!("http://{}", self.addr)).unwrap();
+        for _ in 0..100 {
+            if let Ok(channel) = endpoint.connect().await {
+                return channel;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("llm service did not come up");
+    }
+
+    pub(crate) async fn client_for(&self, caller: Caller) -> Client {
+        let token = TokenMinter::new(&self.config.identity).mint(&caller).unwrap();
+        LlmServiceClient::with_interceptor(self.channel().await, Token(token))
+    }
+
+    pub(crate) async fn user(&self, name: &str) -> Client {
+        self.client_for(Caller::user(name)).await
+    }
+
+    pub(crate) async fn operator(&self) -> Client {
+        self.client_for(Caller::user("ops").with_roles([OPERATOR_ROLE])).await
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+        if let Some(database) = self.database.take() {
+            database.drop_database().await.unwrap();
+        }
+    }
+
+    /// Requests the Ollama double received on `path`.
+    pub(crate) async fn ollama_calls(&self, path: &str) -> usize {
+        self.ollama
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == path)
+            .count()
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Token(String);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert(IDENTITY_HEADER, MetadataValue::try_from(self.0.as_str()).unwrap());
+        Ok(request)
+    }
+}
+
+pub(crate) fn user_message(text: &str) -> pb::ChatMessage {
+    pb::ChatMessage { role: pb::Role::User as i32, content: text.into(), name: String::new() }
+}
+
+/// A prompt no other test (or earlier run) sends, so cache entries never leak between tests.
+pub(crate) fn fresh_prompt(text: &str) -> Vec<pb::ChatMessage> {
+    vec![user_message(&format!("{text} [{}]", uuid::Uuid::new_v4()))]
+}
+
+pub(crate) fn options(temperature: f64, max_tokens: i32) -> Option<pb::GenerationOptions> {
+    Some(pb::GenerationOptions {
+        temperature: Some(temperature),
+        max_tokens: Some(max_tokens),
+        ..Default::default()
+    })
+}
