@@ -24,7 +24,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every service in this process, each on its own port.
-    All(ConfigArgs),
+    All {
+        /// Folder with one `<service>.toml` per service (e.g. `deploy/config/dev`).
+        #[arg(long, value_name = "DIR")]
+        config_dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Run one service.
     Serve {
         /// The service to run (see `codingagent services`).
@@ -46,7 +52,9 @@ fn main() -> ExitCode {
             services::print_list();
             Ok(())
         }
-        Command::All(config) => runtime().and_then(|rt| rt.block_on(services::run_all(&config))),
+        Command::All { config_dir, config } => {
+            runtime().and_then(|rt| rt.block_on(services::run_all(&config, config_dir.as_deref())))
+        }
         Command::Serve { service, config } => {
             runtime().and_then(|rt| rt.block_on(services::run_one(&service, &config)))
         }

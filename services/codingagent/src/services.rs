@@ -4,6 +4,7 @@
 
 use codingagent_kernel::config::ConfigArgs;
 use futures::future::BoxFuture;
+use std::path::Path;
 
 /// One runnable service.
 pub(crate) struct ServiceEntry {
@@ -12,7 +13,8 @@ pub(crate) struct ServiceEntry {
 }
 
 /// Services are added here as their crates land (ARCHITECTURE §12).
-const SERVICES: &[ServiceEntry] = &[];
+const SERVICES: &[ServiceEntry] =
+    &[ServiceEntry { name: "llm", run: |args| Box::pin(codingagent_llm::run(args)) }];
 
 pub(crate) fn print_list() {
     use std::io::Write;
@@ -35,12 +37,19 @@ pub(crate) async fn run_one(name: &str, config: &ConfigArgs) -> anyhow::Result<(
 
 /// Runs every service until the first one stops; a failing service stops the process so a
 /// supervisor restarts it whole.
-pub(crate) async fn run_all(config: &ConfigArgs) -> anyhow::Result<()> {
+///
+/// With `config_dir`, each service reads `<config_dir>/<service>.toml` when it exists.
+pub(crate) async fn run_all(config: &ConfigArgs, config_dir: Option<&Path>) -> anyhow::Result<()> {
     if SERVICES.is_empty() {
         anyhow::bail!("this build contains no services yet");
     }
     let runs = SERVICES.iter().map(|s| {
-        let run = (s.run)(config.clone());
+        let mut args = config.clone();
+        if let Some(file) = config_dir.map(|dir| dir.join(format!("{}.toml", s.name))).filter(|f| f.exists())
+        {
+            args.file = Some(file);
+        }
+        let run = (s.run)(args);
         Box::pin(async move { (s.name, run.await) })
     });
     let ((name, result), _, _) = futures::future::select_all(runs).await;

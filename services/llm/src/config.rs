@@ -225,3 +225,37 @@ fn url(key: &str, value: &str) -> Result<(), ConfigError> {
         Err(ConfigError::invalid(key, "must be an http:// or https:// URL"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codingagent_kernel::config::{ConfigArgs, load_with_env};
+
+    fn load_file(path: &str) -> Result<Config, ConfigError> {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
+        load_with_env(&ConfigArgs { file: Some(file), ..ConfigArgs::default() }, Vec::new())
+    }
+
+    #[test]
+    fn the_example_and_dev_configs_parse() {
+        let example = load_file("deploy/config/llm.example.toml").unwrap();
+        assert_eq!(example.routing.fallback_model, "openai/gpt-4o-mini");
+        assert_eq!(example.openai[0].api_key.expose(), "sk-example");
+        let dev = load_file("deploy/config/dev/llm.toml").unwrap();
+        assert_eq!(dev.openai[0].name, "local");
+    }
+
+    #[test]
+    fn routing_must_name_configured_providers() {
+        let config = Config {
+            routing: RoutingConfig { fallback_model: "azure/gpt".into(), ..RoutingConfig::default() },
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("routing.fallback_model"));
+        let config = Config {
+            routing: RoutingConfig { default_model: "no-slash".into(), ..RoutingConfig::default() },
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("routing.default_model"));
+    }
+}
