@@ -215,6 +215,11 @@ async fn events_committed_while_kafka_is_down_are_delivered_after_it_restarts() 
         restart().await.unwrap().unwrap();
         panic!("could not stop kafka: {error}");
     }
+    let still_up = tokio::net::TcpStream::connect(&fixture.kafka.bootstrap_servers).await.is_ok();
+    if still_up {
+        restart().await.unwrap().unwrap();
+        panic!("a broker still answers after ./dev stop kafka: it was started by another checkout's ./dev");
+    }
     for id in ["during-1", "during-2", "during-3"] {
         fixture.write(id, true).await;
     }
