@@ -56,8 +56,11 @@ pub struct OllamaConfig {
     pub connect_timeout_ms: u64,
     /// Longest silence between streamed chunks before the call counts as failed.
     pub idle_timeout_ms: u64,
-    /// Pull the hardware-recommended model on start when no model is installed.
+    /// Pull the hardware-recommended model on start when Ollama has no chat model yet.
     pub pull_default_on_start: bool,
+    /// What to pull for each size class the hardware supports (`1B`, `3B`, `7B`, `13B`,
+    /// `34B`, `70B`), as Ollama model names.
+    pub default_models: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for OllamaConfig {
@@ -67,6 +70,17 @@ impl Default for OllamaConfig {
             connect_timeout_ms: 2_000,
             idle_timeout_ms: 120_000,
             pull_default_on_start: false,
+            default_models: [
+                ("1B", "qwen2.5-coder:1.5b"),
+                ("3B", "qwen2.5-coder:3b"),
+                ("7B", "qwen2.5-coder:7b"),
+                ("13B", "qwen2.5-coder:14b"),
+                ("34B", "qwen2.5-coder:32b"),
+                ("70B", "llama3.3:70b"),
+            ]
+            .into_iter()
+            .map(|(size, model)| (size.to_owned(), model.to_owned()))
+            .collect(),
         }
     }
 }

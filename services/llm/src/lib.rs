@@ -151,7 +151,11 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
 /// Refreshes the registry at start and then every `registry_sync_secs`.
 async fn sync_registry(engine: Arc<engine::Engine>, stop: CancellationToken) {
     let every = Duration::from_secs(engine.config.routing.registry_sync_secs);
+    let mut first = true;
     loop {
+        if std::mem::take(&mut first) {
+            pull_default_if_empty(&engine).await;
+        }
         match engine.registry.sync(&engine.pool, &engine.providers).await {
             Ok(report) => {
                 let models: usize = report.providers.iter().map(|p| p.model_count).sum();
@@ -163,5 +167,43 @@ async fn sync_registry(engine: Arc<engine::Engine>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// On a fresh machine with `ollama.pull_default_on_start`, pulls the model the hardware
+/// runs well, so the platform works without a manual `ollama pull`.
+async fn pull_default_if_empty(engine: &engine::Engine) {
+    use futures::StreamExt;
+    let Some(config) = engine.config.ollama.as_ref().filter(|o| o.pull_default_on_start) else { return };
+    let Some(ollama) = engine.provider("ollama") else { return };
+    match ollama.list_models().await {
+        Ok(models) if models.iter().all(|m| m.embedding) => {}
+        _ => return, // a chat model exists, or Ollama is not reachable
+    }
+    let size = engine.hardware.recommended_size();
+    let Some(model) = config.default_models.get(size.label()) else { return };
+    tracing::info!(model, size = size.label(), "no local model yet; pulling the recommended one");
+    match ollama.pull(model).await {
+        Ok(mut progress) => {
+            let mut last_percent = 0;
+            while let Some(item) = progress.next().await {
+                match item {
+                    Ok(p) if p.total_bytes > 0 => {
+                        let percent = p.completed_bytes * 100 / p.total_bytes;
+                        if percent >= last_percent + 10 {
+                            last_percent = percent;
+                            tracing::info!(model, percent, "pulling");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(model, %error, "pull failed");
+                        return;
+                    }
+                }
+            }
+            tracing::info!(model, "pulled");
+        }
+        Err(error) => tracing::warn!(model, %error, "pull failed"),
     }
 }

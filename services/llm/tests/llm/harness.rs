@@ -38,6 +38,8 @@ pub(crate) struct Setup {
     /// it as the fallback.
     pub(crate) cloud_fallback: bool,
     pub(crate) default_model: String,
+    /// Let the service pull the hardware-recommended model when Ollama has none.
+    pub(crate) pull_default: bool,
 }
 
 impl Llm {
@@ -56,8 +58,12 @@ impl Llm {
             relay_poll_ms: 100,
             ..KafkaConfig::default()
         };
-        config.ollama =
-            Some(OllamaConfig { base_url: ollama.uri(), idle_timeout_ms: 5_000, ..OllamaConfig::default() });
+        config.ollama = Some(OllamaConfig {
+            base_url: ollama.uri(),
+            idle_timeout_ms: 5_000,
+            pull_default_on_start: setup.pull_default,
+            ..OllamaConfig::default()
+        });
         config.task_outcomes_group = unique_name("llm-test");
         config.routing.breaker_failures = 2;
         config.routing.breaker_cool_down_secs = 60;

@@ -234,3 +234,40 @@ async fn pulls_stream_progress_to_operators_only() {
     assert_eq!(last.model.as_ref().unwrap().id, MODEL, "the pulled model is in the registry");
     llm.stop().await;
 }
+
+#[tokio::test]
+async fn a_fresh_machine_pulls_the_model_its_hardware_runs_well() {
+    let ollama = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/tags"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"models": []})))
+        .mount(&ollama)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/pull"))
+        .respond_with(ndjson(&[json!({"status": "pulling manifest"}), json!({"status": "success"})]))
+        .mount(&ollama)
+        .await;
+    let llm = Llm::start(Setup { pull_default: true, ..Setup::default() }, ollama).await;
+    let size = codingagent_llm::hardware::Hardware::detect().recommended_size();
+    let expected = llm.config.ollama.as_ref().unwrap().default_models[size.label()].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pulls: Vec<serde_json::Value> = llm
+            .ollama
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == "/api/pull")
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
+            .collect();
+        if let Some(pull) = pulls.first() {
+            assert_eq!(pull["model"], expected, "the {} class model", size.label());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pull was requested");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    llm.stop().await;
+}
