@@ -132,12 +132,12 @@ impl Engine {
     }
 
     async fn check_budget(&self, subject: Subject, default_limit: i64) -> Result<()> {
-        let budget = store::budget(&self.pool, &subject, default_limit).await?;
+        let (start, end) = store::month(Utc::now());
+        let budget = store::budget(&self.pool, &subject, default_limit, start).await?;
         if budget.limit == 0 && budget.is_default {
             return Ok(()); // 0 as the default means unlimited
         }
-        let (start, end) = store::month(Utc::now());
-        let used = store::used_tokens(&self.pool, &subject, start).await?;
+        let used = budget.used;
         if used >= budget.limit {
             let resets_in = (end - Utc::now()).to_std().unwrap_or_default();
             return Err(LlmError::BudgetExhausted {

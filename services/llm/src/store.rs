@@ -39,39 +39,40 @@ impl Subject {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BudgetRow {
     pub limit: i64,
+    /// Tokens charged this month.
+    pub used: i64,
     pub is_default: bool,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub updated_by: String,
 }
 
+/// The subject's budget and its tokens used in the month starting at `period`, in one query.
 pub(crate) async fn budget(
     pool: &PgPool,
     subject: &Subject,
     default_limit: i64,
+    period: DateTime<Utc>,
 ) -> Result<BudgetRow, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT monthly_token_limit, created_at, updated_at, updated_by FROM budgets WHERE subject_kind = $1 AND subject = $2",
+        "SELECT b.monthly_token_limit, b.created_at, b.updated_at, b.updated_by, COALESCE(t.tokens, 0) \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN budgets b ON b.subject_kind = $1 AND b.subject = $2 \
+         LEFT JOIN usage_totals t ON t.subject_kind = $1 AND t.subject = $2 AND t.period = $3::date",
     )
     .bind(subject.kind())
     .bind(subject.name())
-    .fetch_optional(pool)
+    .bind(period.date_naive())
+    .fetch_one(pool)
     .await?;
-    Ok(match row {
-        Some(row) => BudgetRow {
-            limit: row.try_get(0)?,
-            is_default: false,
-            created_at: row.try_get(1)?,
-            updated_at: row.try_get(2)?,
-            updated_by: row.try_get(3)?,
-        },
-        None => BudgetRow {
-            limit: default_limit,
-            is_default: true,
-            created_at: None,
-            updated_at: None,
-            updated_by: String::new(),
-        },
+    let limit: Option<i64> = row.try_get(0)?;
+    Ok(BudgetRow {
+        limit: limit.unwrap_or(default_limit),
+        is_default: limit.is_none(),
+        created_at: row.try_get(1)?,
+        updated_at: row.try_get(2)?,
+        updated_by: row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+        used: row.try_get(4)?,
     })
 }
 
@@ -93,26 +94,6 @@ pub(crate) async fn set_budget(
     .execute(pool)
     .await
     .map(drop)
-}
-
-/// Tokens charged to `subject` since `since` (cache hits are free).
-pub(crate) async fn used_tokens(
-    pool: &PgPool,
-    subject: &Subject,
-    since: DateTime<Utc>,
-) -> Result<i64, sqlx::Error> {
-    let column = match subject {
-        Subject::User(_) => "user_id",
-        Subject::Provider(_) => "provider",
-    };
-    sqlx::query_scalar(&format!(
-        "SELECT COALESCE(SUM(input_tokens + output_tokens), 0)::BIGINT FROM usage_records \
-         WHERE {column} = $1 AND created_at >= $2 AND NOT cache_hit"
-    ))
-    .bind(subject.name())
-    .bind(since)
-    .fetch_one(pool)
-    .await
 }
 
 /// One call to record.
@@ -143,12 +124,20 @@ pub(crate) struct Usage {
     pub created_at: DateTime<Utc>,
 }
 
+/// Inserts the record and, unless it was a free cache hit, adds its tokens to the month's
+/// totals of the user and the provider, in one statement.
 pub(crate) async fn insert_usage(conn: &mut PgConnection, usage: &Usage) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO usage_records (id, created_at, caller_kind, caller_id, user_id, task_id, model, provider, kind, outcome, \
-         input_tokens, output_tokens, latency_ms, ttft_ms, cost_micros, cache_hit, selection_reason, ab_test_id, \
-         ab_variant_id, finish_reason, task_type, complexity, language) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)",
+        "WITH record AS (INSERT INTO usage_records (id, created_at, caller_kind, caller_id, user_id, task_id, model, \
+         provider, kind, outcome, input_tokens, output_tokens, latency_ms, ttft_ms, cost_micros, cache_hit, \
+         selection_reason, ab_test_id, ab_variant_id, finish_reason, task_type, complexity, language) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)), \
+         totals AS (INSERT INTO usage_totals (subject_kind, subject, period, tokens) \
+           SELECT kind, subject, date_trunc('month', $2 AT TIME ZONE 'UTC')::date, $11 + $12 \
+           FROM (VALUES ('user', $5), ('provider', $8)) AS s(kind, subject) \
+           WHERE subject IS NOT NULL AND NOT $16 AND $11 + $12 > 0 \
+           ON CONFLICT (subject_kind, subject, period) DO UPDATE SET tokens = usage_totals.tokens + EXCLUDED.tokens) \
+         SELECT 1",
     )
     .bind(usage.id)
     .bind(usage.created_at)

@@ -154,9 +154,9 @@ async fn budget(engine: &Engine, subject: &Subject) -> Result<pb::Budget, Status
         Subject::User(_) => engine.config.budgets.default_user_monthly_tokens,
         Subject::Provider(_) => engine.config.budgets.default_provider_monthly_tokens,
     };
-    let row = store::budget(&engine.pool, subject, default).await.map_err(LlmError::from)?;
     let (start, end) = store::month(chrono::Utc::now());
-    let used = store::used_tokens(&engine.pool, subject, start).await.map_err(LlmError::from)?;
+    let row = store::budget(&engine.pool, subject, default, start).await.map_err(LlmError::from)?;
+    let used = row.used;
     let proto_subject = match subject {
         Subject::User(user) => pb::budget_subject::Subject::UserId(user.clone()),
         Subject::Provider(provider) => pb::budget_subject::Subject::Provider(provider.clone()),

@@ -115,6 +115,21 @@ pub(crate) fn http_client(connect: Duration, idle: Duration) -> reqwest::Client 
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// Sends a request, retrying once when it failed before the server could have processed it:
+/// a pooled keep-alive connection that the server closed an instant earlier fails this way,
+/// and a fresh connection succeeds. A provider that is down fails both tries quickly.
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
+    let retry = request.try_clone();
+    match request.send().await {
+        Ok(response) => Ok(response),
+        Err(error) if error.is_request() && !error.is_timeout() => match retry {
+            Some(retry) => retry.send().await.map_err(transport),
+            None => Err(transport(error)),
+        },
+        Err(error) => Err(transport(error)),
+    }
+}
+
 /// Maps transport failures to `Unavailable`.
 pub(crate) fn transport(error: reqwest::Error) -> ProviderError {
     ProviderError::Unavailable(error.without_url().to_string())

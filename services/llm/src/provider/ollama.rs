@@ -4,7 +4,7 @@
 use super::framing::lines;
 use super::{
     ChatEvent, ChatStream, Embeddings, Finish, Kind, Provider, ProviderError, ProviderModel, PullProgress,
-    PullStream, http_client, require_done, transport,
+    PullStream, http_client, require_done, send, transport,
 };
 use crate::request::{Prompt, Role};
 use futures::StreamExt;
@@ -34,7 +34,7 @@ impl Ollama {
     }
 
     async fn post(&self, path: &str, body: &Value, model: &str) -> Result<reqwest::Response, ProviderError> {
-        let response = self.http.post(self.url(path)).json(body).send().await.map_err(transport)?;
+        let response = send(self.http.post(self.url(path)).json(body)).await?;
         check(response, model).await
     }
 }
@@ -188,10 +188,10 @@ impl Provider for Ollama {
     }
 
     async fn list_models(&self) -> Result<Vec<ProviderModel>, ProviderError> {
-        let response = self.http.get(self.url("/api/tags")).send().await.map_err(transport)?;
+        let response = send(self.http.get(self.url("/api/tags"))).await?;
         let tags: Tags = check(response, "").await?.json().await.map_err(transport)?;
         // Which models are in memory right now; a failure here only loses that detail.
-        let loaded: Vec<String> = match self.http.get(self.url("/api/ps")).send().await {
+        let loaded: Vec<String> = match send(self.http.get(self.url("/api/ps"))).await {
             Ok(response) => response
                 .json::<Tags>()
                 .await
@@ -277,13 +277,7 @@ impl Provider for Ollama {
     }
 
     async fn delete(&self, model: &str) -> Result<(), ProviderError> {
-        let response = self
-            .http
-            .delete(self.url("/api/delete"))
-            .json(&json!({ "model": model }))
-            .send()
-            .await
-            .map_err(transport)?;
+        let response = send(self.http.delete(self.url("/api/delete")).json(&json!({"model":model}))).await?;
         check(response, model).await.map(drop)
     }
 }

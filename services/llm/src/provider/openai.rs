@@ -5,7 +5,7 @@
 use super::framing::sse_data;
 use super::{
     ChatEvent, ChatStream, Embeddings, Finish, Kind, Provider, ProviderError, ProviderModel, PullStream,
-    http_client, require_done, transport,
+    http_client, require_done, send, transport,
 };
 use crate::request::{Prompt, Role};
 use codingagent_kernel::config::Secret;
@@ -225,7 +225,7 @@ impl Provider for OpenAi {
         struct Listed {
             id: String,
         }
-        let response = self.request(reqwest::Method::GET, "/models").send().await.map_err(transport)?;
+        let response = send(self.request(reqwest::Method::GET, "/models")).await?;
         let models: Models = check(response, "").await?.json().await.map_err(transport)?;
         Ok(models
             .data
@@ -239,12 +239,9 @@ impl Provider for OpenAi {
     }
 
     async fn chat(&self, model: &str, prompt: &Prompt) -> Result<ChatStream, ProviderError> {
-        let response = self
-            .request(reqwest::Method::POST, "/chat/completions")
-            .json(&chat_body(model, prompt))
-            .send()
-            .await
-            .map_err(transport)?;
+        let response =
+            send(self.request(reqwest::Method::POST, "/chat/completions").json(&chat_body(model, prompt)))
+                .await?;
         let body = check(response, model).await?.bytes_stream();
         Ok(events(sse_data(body).map(|p| p.map_err(|e| ProviderError::Stream(e.without_url().to_string())))))
     }
@@ -262,12 +259,10 @@ impl Provider for OpenAi {
             #[serde(default)]
             index: usize,
         }
-        let response = self
-            .request(reqwest::Method::POST, "/embeddings")
-            .json(&json!({ "model": model, "input": inputs }))
-            .send()
-            .await
-            .map_err(transport)?;
+        let response = send(
+            self.request(reqwest::Method::POST, "/embeddings").json(&json!({"model":model,"input":inputs})),
+        )
+        .await?;
         let mut embedded: Embedded = check(response, model).await?.json().await.map_err(transport)?;
         embedded.data.sort_by_key(|item| item.index);
         Ok(Embeddings {
