@@ -40,6 +40,8 @@ pub(crate) struct Setup {
     pub(crate) default_model: String,
     /// Let the service pull the hardware-recommended model when Ollama has none.
     pub(crate) pull_default: bool,
+    /// Talk to this Ollama instead of the double passed to `start`.
+    pub(crate) ollama_url: Option<String>,
 }
 
 impl Llm {
@@ -59,7 +61,7 @@ impl Llm {
             ..KafkaConfig::default()
         };
         config.ollama = Some(OllamaConfig {
-            base_url: ollama.uri(),
+            base_url: setup.ollama_url.clone().unwrap_or_else(|| ollama.uri()),
             idle_timeout_ms: 5_000,
             pull_default_on_start: setup.pull_default,
             ..OllamaConfig::default()

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod authorization;
+mod cancellation;
 mod harness;
 mod ollama;
 mod openai;
