@@ -56,7 +56,7 @@ async fn run(tokens: usize) -> ((Duration, Duration), (Duration, Duration)) {
 
     let llm = harness::Llm::start(harness::Setup::default(), double).await;
     let mut client = llm.user("bench").await;
-    for (label, which) in [("ListModels (no database)", 0), ("GetBudget (two queries)", 1)] {
+    for (label, which) in [("ListModels (no database)", 0), ("GetBudget (one query)", 1)] {
         let mut samples = Vec::new();
         for _ in 0..100 {
             let started = Instant::now();

@@ -382,7 +382,7 @@ impl Engine {
         })
     }
 
-    /// Writes the usage record and its `InferenceCompleted` event in one transaction.
+    /// Writes the usage record and its `InferenceCompleted` event in one statement.
     pub(crate) async fn record(
         &self,
         caller: &Caller,
@@ -417,10 +417,8 @@ impl Engine {
             complexity: call.features.complexity as i16,
             language: call.features.language as i16,
         };
-        let mut tx = self.pool.begin().await?;
-        store::insert_usage(&mut tx, &usage).await?;
-        crate::events::inference_completed(&mut tx, &crate::grpc::usage_record(&usage)).await?;
-        tx.commit().await?;
+        let event = crate::events::inference_completed(&crate::grpc::usage_record(&usage));
+        store::insert_usage(&self.pool, &usage, event).await?;
         Ok(())
     }
 

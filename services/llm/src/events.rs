@@ -2,7 +2,7 @@
 
 use crate::convert;
 use crate::registry::ProviderSync;
-use codingagent_kernel::kafka::{enqueue, topics};
+use codingagent_kernel::kafka::{OutboxEvent, enqueue, topics};
 use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
 use codingagent_proto::codingagent::events::v1::{AbTestConcluded, InferenceCompleted, ModelRegistryChanged};
 use codingagent_proto::codingagent::llm::v1 as pb;
@@ -27,17 +27,15 @@ pub(crate) async fn registry_changed(
     enqueue(conn, topics::LLM, &sync.provider, &event).await.map(drop)
 }
 
-pub(crate) async fn inference_completed(
-    conn: &mut PgConnection,
-    record: &pb::UsageRecord,
-) -> Result<(), sqlx::Error> {
+/// The event for a usage record, written in the same statement as the record.
+pub(crate) fn inference_completed(record: &pb::UsageRecord) -> OutboxEvent {
     let event = InferenceCompleted {
         usage_record_id: record.id.clone(),
         actor: record.caller.clone(),
         occur_time: record.create_time,
         record: Some(record.clone()),
     };
-    enqueue(conn, topics::LLM, &record.id, &event).await.map(drop)
+    OutboxEvent::new(topics::LLM, &record.id, &event)
 }
 
 pub(crate) async fn ab_test_concluded(

@@ -2,6 +2,7 @@
 
 use crate::selection::{ModelHistory, RunningTest};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use codingagent_kernel::kafka::{NOTIFY_SELECT, OutboxEvent};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -124,10 +125,15 @@ pub(crate) struct Usage {
     pub created_at: DateTime<Utc>,
 }
 
-/// Inserts the record and, unless it was a free cache hit, adds its tokens to the month's
-/// totals of the user and the provider, in one statement.
-pub(crate) async fn insert_usage(conn: &mut PgConnection, usage: &Usage) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Inserts the record with its event and, unless it was a free cache hit, adds its tokens to
+/// the month's totals of the user and the provider: one statement, so one round trip and
+/// atomic without a transaction.
+pub(crate) async fn insert_usage(
+    pool: &PgPool,
+    usage: &Usage,
+    event: OutboxEvent,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
         "WITH record AS (INSERT INTO usage_records (id, created_at, caller_kind, caller_id, user_id, task_id, model, \
          provider, kind, outcome, input_tokens, output_tokens, latency_ms, ttft_ms, cost_micros, cache_hit, \
          selection_reason, ab_test_id, ab_variant_id, finish_reason, task_type, complexity, language) \
@@ -136,35 +142,35 @@ pub(crate) async fn insert_usage(conn: &mut PgConnection, usage: &Usage) -> Resu
            SELECT kind, subject, date_trunc('month', $2 AT TIME ZONE 'UTC')::date, $11 + $12 \
            FROM (VALUES ('user', $5), ('provider', $8)) AS s(kind, subject) \
            WHERE subject IS NOT NULL AND NOT $16 AND $11 + $12 > 0 \
-           ON CONFLICT (subject_kind, subject, period) DO UPDATE SET tokens = usage_totals.tokens + EXCLUDED.tokens) \
-         SELECT 1",
-    )
-    .bind(usage.id)
-    .bind(usage.created_at)
-    .bind(usage.caller_kind)
-    .bind(&usage.caller_id)
-    .bind(&usage.user_id)
-    .bind(&usage.task_id)
-    .bind(&usage.model)
-    .bind(&usage.provider)
-    .bind(usage.kind)
-    .bind(usage.outcome)
-    .bind(usage.input_tokens)
-    .bind(usage.output_tokens)
-    .bind(usage.latency_ms)
-    .bind(usage.ttft_ms)
-    .bind(usage.cost_micros)
-    .bind(usage.cache_hit)
-    .bind(usage.selection_reason)
-    .bind(usage.ab_test_id)
-    .bind(&usage.ab_variant_id)
-    .bind(usage.finish_reason)
-    .bind(usage.task_type)
-    .bind(usage.complexity)
-    .bind(usage.language)
-    .execute(conn)
-    .await
-    .map(drop)
+           ON CONFLICT (subject_kind, subject, period) DO UPDATE SET tokens = usage_totals.tokens + EXCLUDED.tokens), \
+         {} {NOTIFY_SELECT}",
+        OutboxEvent::cte(24)
+    );
+    let query = sqlx::query(&sql)
+        .bind(usage.id)
+        .bind(usage.created_at)
+        .bind(usage.caller_kind)
+        .bind(&usage.caller_id)
+        .bind(&usage.user_id)
+        .bind(&usage.task_id)
+        .bind(&usage.model)
+        .bind(&usage.provider)
+        .bind(usage.kind)
+        .bind(usage.outcome)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.latency_ms)
+        .bind(usage.ttft_ms)
+        .bind(usage.cost_micros)
+        .bind(usage.cache_hit)
+        .bind(usage.selection_reason)
+        .bind(usage.ab_test_id)
+        .bind(&usage.ab_variant_id)
+        .bind(usage.finish_reason)
+        .bind(usage.task_type)
+        .bind(usage.complexity)
+        .bind(usage.language);
+    event.bind(query).execute(pool).await.map(drop)
 }
 
 /// Filters of ListUsage/GetUsageSummary; `None` means any.

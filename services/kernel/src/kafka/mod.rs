@@ -15,5 +15,5 @@ pub mod relay;
 pub mod topics;
 
 pub use inbox::{EventHandler, HandlerError, InboxConsumer, ReceivedEvent};
-pub use outbox::enqueue;
+pub use outbox::{NOTIFY_SELECT, OutboxEvent, enqueue};
 pub use relay::Relay;

@@ -17,24 +17,67 @@ pub async fn enqueue<M>(
 where
     M: prost::Message + prost::Name,
 {
-    // Version 7 ids sort by creation time, which keeps the unique index append-mostly.
-    let event_id = Uuid::now_v7();
-    let trace = serde_json::to_value(propagation::current_context_fields()).unwrap_or_default();
-    // One round trip for both. NOTIFY is transactional: the relay is woken when (and only
-    // if) the caller commits, and repeated notifications in one transaction fold into one.
-    sqlx::query(
-        "WITH inserted AS ( \
-             INSERT INTO outbox (event_id, topic, event_key, event_type, payload, trace_context) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
-         SELECT pg_notify(current_schema() || '_outbox', '') FROM inserted",
-    )
-    .bind(event_id)
-    .bind(topic)
-    .bind(key)
-    .bind(M::full_name())
-    .bind(message.encode_to_vec())
-    .bind(trace)
-    .execute(&mut *conn)
-    .await?;
+    let event = OutboxEvent::new(topic, key, message);
+    let event_id = event.event_id;
+    let sql = format!("WITH {} {NOTIFY_SELECT}", OutboxEvent::cte(1));
+    event.bind(sqlx::query(&sql)).execute(&mut *conn).await?;
     Ok(event_id)
+}
+
+/// Ends a statement that contains [`OutboxEvent::cte`]. NOTIFY is transactional: the relay is
+/// woken when (and only if) the statement's transaction commits, and repeated notifications
+/// in one transaction fold into one.
+pub const NOTIFY_SELECT: &str = "SELECT pg_notify(current_schema() || '_outbox', '') FROM outbox_event";
+
+/// An event prepared for the outbox, for callers that write it in the same statement as the
+/// state change: a single statement is atomic on its own, so the change and its event need
+/// one round trip and no explicit transaction.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub event_id: Uuid,
+    topic: String,
+    key: String,
+    event_type: String,
+    payload: Vec<u8>,
+    trace: serde_json::Value,
+}
+
+impl OutboxEvent {
+    pub fn new<M: prost::Message + prost::Name>(topic: &str, key: &str, message: &M) -> Self {
+        Self {
+            // Version 7 ids sort by creation time, which keeps the unique index append-mostly.
+            event_id: Uuid::now_v7(),
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            event_type: M::full_name(),
+            payload: message.encode_to_vec(),
+            trace: serde_json::to_value(propagation::current_context_fields()).unwrap_or_default(),
+        }
+    }
+
+    /// A common table expression named `outbox_event` that inserts the event from the six
+    /// parameters starting at `$first`; bind them with [`Self::bind`] in that position and
+    /// end the statement with [`NOTIFY_SELECT`].
+    pub fn cte(first: usize) -> String {
+        let p: Vec<String> = (first..first + 6).map(|n| format!("${n}")).collect();
+        format!(
+            "outbox_event AS (INSERT INTO outbox (event_id, topic, event_key, event_type, payload, trace_context) \
+             VALUES ({}) RETURNING id)",
+            p.join(", ")
+        )
+    }
+
+    /// Binds the event's six parameters, after whatever `query` has bound already.
+    pub fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.event_id)
+            .bind(self.topic)
+            .bind(self.key)
+            .bind(self.event_type)
+            .bind(self.payload)
+            .bind(self.trace)
+    }
 }
