@@ -5,6 +5,7 @@
 
 mod authorization;
 mod cancellation;
+mod catalogue;
 mod harness;
 mod ollama;
 mod openai;
