@@ -9,7 +9,21 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 /// A `models` row as read back at start-up.
-type ModelRow = (String, String, String, String, i64, String, i64, i32, bool, bool, String, DateTime<Utc>);
+#[derive(Debug, sqlx::FromRow)]
+struct ModelRow {
+    id: String,
+    provider: String,
+    name: String,
+    family: String,
+    parameter_count: i64,
+    quantization: String,
+    size_bytes: i64,
+    context_length: i32,
+    embedding: bool,
+    loaded: bool,
+    digest: String,
+    synced_at: DateTime<Utc>,
+}
 
 /// One model as the service knows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,52 +63,36 @@ impl Registry {
     pub(crate) async fn load(pool: &PgPool, providers: &[Arc<dyn Provider>]) -> Result<Self, sqlx::Error> {
         let rows: Vec<ModelRow> = sqlx::query_as(
             "SELECT id, provider, name, family, parameter_count, quantization, size_bytes, context_length, \
-                 embedding, loaded, digest, synced_at FROM models",
+             embedding, loaded, digest, synced_at FROM models",
         )
         .fetch_all(pool)
         .await?;
         let registry = Self::default();
         {
             let mut models = registry.write();
-            for (
-                id,
-                provider,
-                name,
-                family,
-                parameter_count,
-                quantization,
-                size_bytes,
-                context_length,
-                embedding,
-                loaded,
-                digest,
-                synced_at,
-            ) in rows
-            {
+            for row in rows {
                 // Models of providers no longer configured are not offered.
-                let Some(source) = providers.iter().find(|p| p.name() == provider) else { continue };
+                let Some(source) = providers.iter().find(|p| p.name() == row.provider) else { continue };
                 let info = ProviderModel {
-                    name,
-                    family,
-                    parameter_count,
-                    quantization,
-                    size_bytes,
-                    context_length,
-                    digest,
-                    embedding,
-                    loaded,
+                    name: row.name,
+                    family: row.family,
+                    parameter_count: row.parameter_count,
+                    quantization: row.quantization,
+                    size_bytes: row.size_bytes,
+                    context_length: row.context_length,
+                    digest: row.digest,
+                    embedding: row.embedding,
+                    loaded: row.loaded,
                 };
-                models.insert(
-                    id.clone(),
-                    RegisteredModel {
-                        id,
-                        provider,
-                        cloud: source.is_cloud(),
-                        ollama: matches!(source.kind(), crate::provider::Kind::Ollama),
-                        info,
-                        synced_at,
-                    },
-                );
+                let model = RegisteredModel {
+                    id: row.id.clone(),
+                    provider: row.provider,
+                    cloud: source.is_cloud(),
+                    ollama: matches!(source.kind(), crate::provider::Kind::Ollama),
+                    info,
+                    synced_at: row.synced_at,
+                };
+                models.insert(row.id, model);
             }
         }
         Ok(registry)

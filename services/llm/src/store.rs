@@ -98,7 +98,7 @@ pub(crate) async fn set_budget(
 }
 
 /// One call to record.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub(crate) struct Usage {
     pub id: Uuid,
     pub caller_kind: i16,
@@ -195,7 +195,7 @@ pub(crate) async fn list_usage(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Usage>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
+    sqlx::query_as::<_, Usage>(&format!(
         "SELECT id, created_at, caller_kind, caller_id, user_id, task_id, model, provider, kind, outcome, input_tokens, \
          output_tokens, latency_ms, ttft_ms, cost_micros, cache_hit, selection_reason, ab_test_id, ab_variant_id, \
          finish_reason, task_type, complexity, language FROM usage_records WHERE {USAGE_WHERE} \
@@ -211,36 +211,7 @@ pub(crate) async fn list_usage(
     .bind(after.map(|a| a.1))
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Usage {
-                id: r.try_get(0)?,
-                created_at: r.try_get(1)?,
-                caller_kind: r.try_get(2)?,
-                caller_id: r.try_get(3)?,
-                user_id: r.try_get(4)?,
-                task_id: r.try_get(5)?,
-                model: r.try_get(6)?,
-                provider: r.try_get(7)?,
-                kind: r.try_get(8)?,
-                outcome: r.try_get(9)?,
-                input_tokens: r.try_get(10)?,
-                output_tokens: r.try_get(11)?,
-                latency_ms: r.try_get(12)?,
-                ttft_ms: r.try_get(13)?,
-                cost_micros: r.try_get(14)?,
-                cache_hit: r.try_get(15)?,
-                selection_reason: r.try_get(16)?,
-                ab_test_id: r.try_get(17)?,
-                ab_variant_id: r.try_get(18)?,
-                finish_reason: r.try_get(19)?,
-                task_type: r.try_get(20)?,
-                complexity: r.try_get(21)?,
-                language: r.try_get(22)?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// Aggregates of matching usage, optionally grouped by a key expression.
