@@ -124,6 +124,22 @@ impl Llm {
         self.client_for(Caller::user("ops").with_roles([OPERATOR_ROLE])).await
     }
 
+    /// Stops the service and starts it again on the same database, with `ollama` as its
+    /// Ollama, without waiting for a registry sync.
+    pub(crate) async fn restart(mut self, ollama: MockServer) -> Self {
+        self.shutdown.cancel();
+        (&mut self.handle).await.unwrap().unwrap();
+        let mut config = self.config.clone();
+        if let Some(o) = config.ollama.as_mut() {
+            o.base_url = ollama.uri();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(codingagent_llm::serve(config.clone(), listener, shutdown.clone()));
+        Self { addr, ollama, config, shutdown, handle, database: self.database.take() }
+    }
+
     pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         self.handle.await.unwrap().unwrap();

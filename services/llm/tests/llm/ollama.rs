@@ -271,3 +271,24 @@ async fn a_fresh_machine_pulls_the_model_its_hardware_runs_well() {
     }
     llm.stop().await;
 }
+
+#[tokio::test]
+async fn a_restarted_service_routes_with_its_last_registry_while_ollama_is_unreachable() {
+    let llm = Llm::start(Setup::default(), ollama_with_model().await).await;
+    let down = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/tags"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&down)
+        .await;
+    let llm = llm.restart(down).await;
+    let mut alice = llm.user("alice").await;
+    let models = alice.list_models(pb::ListModelsRequest::default()).await.unwrap().into_inner().models;
+    assert!(models.iter().any(|m| m.id == MODEL), "the snapshot in PostgreSQL survives the restart");
+    let sync =
+        llm.operator().await.sync_registry(pb::SyncRegistryRequest::default()).await.unwrap().into_inner();
+    let ollama = sync.providers.iter().find(|p| p.provider == "ollama").unwrap();
+    assert!(!ollama.ok && !ollama.error_message.is_empty());
+    assert_eq!(ollama.model_count, 1, "a failing provider keeps its models");
+    llm.stop().await;
+}
