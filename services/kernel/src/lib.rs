@@ -11,6 +11,7 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod idempotency;
 pub mod identity;
 pub mod kafka;
 pub mod pagination;

@@ -163,6 +163,10 @@ async fn sync_registry(engine: Arc<engine::Engine>, stop: CancellationToken) {
             }
             Err(error) => tracing::warn!(%error, "model registry sync failed"),
         }
+        // Retry records older than a day are of no further use.
+        if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool).await {
+            tracing::warn!(%error, "idempotency purge failed");
+        }
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}

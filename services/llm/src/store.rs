@@ -50,7 +50,7 @@ pub(crate) struct BudgetRow {
 
 /// The subject's budget and its tokens used in the month starting at `period`, in one query.
 pub(crate) async fn budget(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     subject: &Subject,
     default_limit: i64,
     period: DateTime<Utc>,
@@ -64,7 +64,7 @@ pub(crate) async fn budget(
     .bind(subject.kind())
     .bind(subject.name())
     .bind(period.date_naive())
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     let limit: Option<i64> = row.try_get(0)?;
     Ok(BudgetRow {
@@ -78,7 +78,7 @@ pub(crate) async fn budget(
 }
 
 pub(crate) async fn set_budget(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     subject: &Subject,
     limit: i64,
     by: &str,
@@ -92,7 +92,7 @@ pub(crate) async fn set_budget(
     .bind(subject.name())
     .bind(limit)
     .bind(by)
-    .execute(pool)
+    .execute(db)
     .await
     .map(drop)
 }

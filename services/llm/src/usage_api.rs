@@ -7,6 +7,7 @@ use crate::error::LlmError;
 use crate::grpc::usage_record;
 use crate::store::{self, Aggregate, Subject, UsageFilter};
 use codingagent_kernel::error::permission_denied;
+use codingagent_kernel::idempotency::{self, Key};
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::pagination;
 use codingagent_proto::codingagent::common::v1::TokenUsage;
@@ -149,13 +150,17 @@ fn subject(caller: &Caller, subject: Option<&pb::BudgetSubject>, reading: bool) 
     }
 }
 
-async fn budget(engine: &Engine, subject: &Subject) -> Result<pb::Budget, Status> {
+async fn budget(
+    engine: &Engine,
+    db: impl sqlx::PgExecutor<'_>,
+    subject: &Subject,
+) -> Result<pb::Budget, Status> {
     let default = match subject {
         Subject::User(_) => engine.config.budgets.default_user_monthly_tokens,
         Subject::Provider(_) => engine.config.budgets.default_provider_monthly_tokens,
     };
     let (start, end) = store::month(chrono::Utc::now());
-    let row = store::budget(&engine.pool, subject, default, start).await.map_err(LlmError::from)?;
+    let row = store::budget(db, subject, default, start).await.map_err(LlmError::from)?;
     let used = row.used;
     let proto_subject = match subject {
         Subject::User(user) => pb::budget_subject::Subject::UserId(user.clone()),
@@ -180,7 +185,7 @@ pub(crate) async fn get_budget(
     r: pb::GetBudgetRequest,
 ) -> Result<pb::GetBudgetResponse, Status> {
     let subject = subject(caller, r.subject.as_ref(), true)?;
-    Ok(pb::GetBudgetResponse { budget: Some(budget(engine, &subject).await?) })
+    Ok(pb::GetBudgetResponse { budget: Some(budget(engine, &engine.pool, &subject).await?) })
 }
 
 pub(crate) async fn set_budget(
@@ -196,8 +201,21 @@ pub(crate) async fn set_budget(
     if r.monthly_token_limit < 0 {
         return Err(LlmError::invalid("monthly_token_limit", "must not be negative").into());
     }
-    store::set_budget(&engine.pool, &subject, r.monthly_token_limit, &caller.subject)
+    idempotency::validate("request_id", &r.request_id).map_err(|v| LlmError::Invalid(vec![v]))?;
+    let key = Key { caller: &caller.subject, method: "SetBudget", request_id: &r.request_id };
+    let mut tx = engine.pool.begin().await.map_err(LlmError::from)?;
+    if !r.request_id.is_empty()
+        && let Some(first) = key.replay(&mut tx).await.map_err(LlmError::from)?
+    {
+        return Ok(first);
+    }
+    store::set_budget(&mut *tx, &subject, r.monthly_token_limit, &caller.subject)
         .await
         .map_err(LlmError::from)?;
-    Ok(pb::SetBudgetResponse { budget: Some(budget(engine, &subject).await?) })
+    let response = pb::SetBudgetResponse { budget: Some(budget(engine, &mut *tx, &subject).await?) };
+    if !r.request_id.is_empty() {
+        key.remember(&mut tx, &response).await.map_err(LlmError::from)?;
+    }
+    tx.commit().await.map_err(LlmError::from)?;
+    Ok(response)
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod idempotency;
 mod identity;
 mod kafka;
 mod reflection;

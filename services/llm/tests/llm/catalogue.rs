@@ -211,3 +211,31 @@ async fn ab_tests_list_newest_first_filtered_by_state_and_paginated() {
     assert_eq!(denied.code(), Code::PermissionDenied);
     llm.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_set_budget_replays_its_first_answer_without_acting_again() {
+    let llm = Llm::start(Setup::default(), ollama_with_model().await).await;
+    let mut ops = llm.operator().await;
+    let subject =
+        Some(pb::BudgetSubject { subject: Some(pb::budget_subject::Subject::UserId("dana".into())) });
+    let set = |limit: i64, request_id: &str| pb::SetBudgetRequest {
+        subject: subject.clone(),
+        monthly_token_limit: limit,
+        request_id: request_id.into(),
+    };
+    let first = ops.set_budget(set(100, "r1")).await.unwrap().into_inner();
+    ops.set_budget(set(200, "r2")).await.unwrap();
+    let retried = ops.set_budget(set(100, "r1")).await.unwrap().into_inner();
+    assert_eq!(retried, first, "the retry answers exactly like the first call");
+    let now = ops
+        .get_budget(pb::GetBudgetRequest { subject: subject.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .budget
+        .unwrap();
+    assert_eq!(now.monthly_token_limit, 200, "and changes nothing");
+    let bad = ops.set_budget(set(1, &"x".repeat(65))).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    llm.stop().await;
+}
