@@ -208,8 +208,10 @@ fn flatten(
 
 fn reflection_builder(sets: &[&'static [u8]]) -> tonic_reflection::server::Builder<'static> {
     sets.iter().fold(
+        // Health and google.rpc's error details too, so grpcurl can print error details.
         tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
         |builder, set| builder.register_encoded_file_descriptor_set(set),
     )
 }

@@ -60,4 +60,24 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     .await
     .unwrap();
     assert!(!ok && refused.contains("Unauthenticated"), "{refused}");
+
+    // Error details decode too: reflection also describes google.rpc's detail messages.
+    let (ok, failed) = tokio::task::spawn_blocking({
+        let (addr, header) = (server.addr.to_string(), header.clone());
+        move || {
+            grpcurl(&[
+                "-plaintext",
+                "-H",
+                &header,
+                "-d",
+                r#"{"kind":"invalid"}"#,
+                &addr,
+                "codingagent.testkit.v1.ProbeService/Fail",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!ok && failed.contains("page_size") && failed.contains("must not be negative"), "{failed}");
+    assert!(!failed.contains("is not recognized"), "{failed}");
 }
