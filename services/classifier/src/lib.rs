@@ -3,6 +3,8 @@
 //! regression trained in Rust, the ONNX graph it is exported as, and serving through tract —
 //! which the classifier service (issue 4) builds on.
 
+pub mod evaluation;
 pub mod features;
 pub mod linear;
 pub mod onnx;
+pub mod slot;
