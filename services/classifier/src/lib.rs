@@ -5,6 +5,7 @@
 
 pub mod evaluation;
 pub mod features;
+pub mod heuristic;
 pub mod linear;
 pub mod onnx;
 pub mod slot;
