@@ -3,6 +3,7 @@
 //! regression trained in Rust, the ONNX graph it is exported as, and serving through tract —
 //! which the classifier service (issue 4) builds on.
 
+pub mod cascade;
 pub mod evaluation;
 pub mod features;
 pub mod heuristic;
