@@ -125,7 +125,8 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let labels = method_labels(request.uri().path());
         self.rpc.in_flight.get_or_create(&labels).inc();
-        let recorder = Recorder { rpc: self.rpc.clone(), labels, start: Instant::now() };
+        let recorder =
+            Recorder { rpc: self.rpc.clone(), labels, start: Instant::now(), http_code: "Ok".into() };
         MetricsFuture { inner: self.inner.call(request), recorder: Some(recorder) }
     }
 }
@@ -147,6 +148,8 @@ struct Recorder {
     rpc: Arc<RpcMetrics>,
     labels: MethodLabels,
     start: Instant,
+    /// What a response that ends without gRPC trailers (plain HTTP) is counted as.
+    http_code: String,
 }
 
 impl Recorder {
@@ -193,7 +196,15 @@ where
                         recorder.finish(&code_name(code));
                         None
                     }
-                    None => Some(recorder),
+                    None => {
+                        let status = response.status();
+                        let http_code = if status.is_success() || status.is_redirection() {
+                            "Ok".to_owned()
+                        } else {
+                            format!("Http{}", status.as_u16())
+                        };
+                        Some(Recorder { http_code, ..recorder })
+                    }
                 };
                 Ok(response.map(|inner| MetricsBody { inner, recorder }))
             }
@@ -232,14 +243,20 @@ impl<B: http_body::Body> http_body::Body for MetricsBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status"))
                     && let Some(recorder) = this.recorder.take()
                 {
                     recorder.finish(&code_name(code));
+                } else if this.inner.is_end_stream()
+                    && let Some(recorder) = this.recorder.take()
+                {
+                    // A plain-HTTP body that has sent everything may never be polled again.
+                    let code = recorder.http_code.clone();
+                    recorder.finish(&code);
                 }
             }
             Some(Err(_)) => {
@@ -250,7 +267,8 @@ impl<B: http_body::Body> http_body::Body for MetricsBody<B> {
             // Plain HTTP responses end without gRPC trailers.
             None => {
                 if let Some(recorder) = this.recorder.take() {
-                    recorder.finish("Ok");
+                    let code = recorder.http_code.clone();
+                    recorder.finish(&code);
                 }
             }
         }

@@ -218,15 +218,21 @@ async fn metrics_count_every_rpc_by_status() {
     let mut stream = client.count(CountRequest { count: 2, interval_millis: 1 }).await.unwrap().into_inner();
     while stream.message().await.unwrap().is_some() {}
 
-    let response =
-        http1(&server, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec())
-            .await;
+    // Plain HTTP is counted too, by status: an unauthenticated request and a first scrape.
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    http1(&server, get("/v1/private")).await;
+    http1(&server, get("/metrics")).await;
+    let response = http1(&server, get("/metrics")).await;
     let text = String::from_utf8_lossy(&response);
     for expected in [
         r#"codingagent_grpc_server_handled_total{service="codingagent.testkit.v1.ProbeService",method="Sleep",code="Ok"} 1"#,
         r#"codingagent_grpc_server_handled_total{service="codingagent.testkit.v1.ProbeService",method="Fail",code="NotFound"} 1"#,
         r#"codingagent_grpc_server_handled_total{service="codingagent.testkit.v1.ProbeService",method="Count",code="Ok"} 1"#,
         r#"codingagent_grpc_server_handling_seconds_count{service="codingagent.testkit.v1.ProbeService",method="Sleep"} 1"#,
+        r#"codingagent_grpc_server_handled_total{service="http",method="other",code="Http401"} 1"#,
+        r#"codingagent_grpc_server_handled_total{service="http",method="other",code="Ok"} 1"#,
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
