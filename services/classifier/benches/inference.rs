@@ -4,7 +4,7 @@
 
 use codingagent_classifier::features::{DIMENSIONS, extract};
 use codingagent_classifier::linear::LinearModel;
-use codingagent_classifier::onnx::{ServingModel, write};
+use codingagent_classifier::onnx::{Heads, ServingModel, write};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -17,18 +17,22 @@ fn request() -> String {
     base.repeat(2000 / base.len() + 1).chars().take(2000).collect()
 }
 
-/// A model of realistic size: nine classes over every feature, weights not all zero.
-fn model() -> (LinearModel, Vec<String>) {
-    let classes = 9;
+/// A head of realistic size over every feature, weights not all zero.
+fn head(classes: usize) -> (LinearModel, Vec<String>) {
     let weights = (0..DIMENSIONS * classes).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
     let model = LinearModel { dimensions: DIMENSIONS, classes, weights, bias: vec![0.1; classes] };
     (model, (0..classes).map(|c| format!("class{c}")).collect())
 }
 
+/// The serving model's shape: nine task types and three complexities.
+fn model() -> Heads {
+    let ((task_type, task_types), (complexity, complexities)) = (head(9), head(3));
+    Heads { task_type, task_types, complexity, complexities }
+}
+
 fn inference(c: &mut Criterion) {
     let text = request();
-    let (model, labels) = model();
-    let bytes = write(&model, &labels, "bench");
+    let bytes = write(&model(), "bench");
     let serving = ServingModel::load(&bytes).unwrap();
     c.bench_function("classifier/features_2000_chars", |b| b.iter(|| extract(black_box(&text))));
     c.bench_function("classifier/tract_inference", |b| {

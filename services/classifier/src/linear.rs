@@ -11,11 +11,23 @@ pub struct LinearModel {
     pub bias: Vec<f32>,
 }
 
-/// One training example: its features and its class index.
+/// One training example: its non-zero features (hashed text features are mostly zero) and
+/// its class index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
-    pub features: Vec<f32>,
+    pub features: Vec<(usize, f32)>,
     pub label: usize,
+}
+
+impl Example {
+    pub fn new(dense: &[f32], label: usize) -> Self {
+        Self { features: sparse(dense), label }
+    }
+}
+
+/// The non-zero entries of `dense`.
+pub fn sparse(dense: &[f32]) -> Vec<(usize, f32)> {
+    dense.iter().copied().enumerate().filter(|(_, v)| *v != 0.0).collect()
 }
 
 /// Training settings.
@@ -60,6 +72,17 @@ impl LinearModel {
     /// Fits the model to `examples`, weighting classes inversely to their frequency so rare
     /// classes are not drowned out.
     pub fn train(examples: &[Example], dimensions: usize, classes: usize, settings: Training) -> Self {
+        Self::train_with_progress(examples, dimensions, classes, settings, &mut |_| {})
+    }
+
+    /// [`Self::train`], calling `progress` with the number of epochs done after each one.
+    pub fn train_with_progress(
+        examples: &[Example],
+        dimensions: usize,
+        classes: usize,
+        settings: Training,
+        progress: &mut dyn FnMut(usize),
+    ) -> Self {
         let mut model = Self::zeros(dimensions, classes);
         if examples.is_empty() {
             return model;
@@ -73,19 +96,15 @@ impl LinearModel {
             .map(|&c| if c == 0 { 0.0 } else { examples.len() as f32 / (classes as f32 * c as f32) })
             .collect();
         let total_weight: f32 = examples.iter().map(|e| class_weight[e.label]).sum();
-        // Sparse rows: hashed text features are mostly zero.
-        let sparse: Vec<Vec<(usize, f32)>> = examples
-            .iter()
-            .map(|e| e.features.iter().copied().enumerate().filter(|(_, v)| *v != 0.0).collect())
-            .collect();
         let mut velocity_w = vec![0.0_f32; dimensions * classes];
         let mut velocity_b = vec![0.0_f32; classes];
         let mut gradient_w = vec![0.0_f32; dimensions * classes];
         let mut gradient_b = vec![0.0_f32; classes];
-        for _ in 0..settings.epochs {
+        for epoch in 0..settings.epochs {
             gradient_w.iter_mut().for_each(|g| *g = 0.0);
             gradient_b.iter_mut().for_each(|g| *g = 0.0);
-            for (example, row) in examples.iter().zip(&sparse) {
+            for example in examples {
+                let row = &example.features;
                 let mut logits = model.bias.clone();
                 for &(feature, value) in row {
                     let weights = &model.weights[feature * classes..(feature + 1) * classes];
@@ -111,6 +130,7 @@ impl LinearModel {
                 *v = settings.momentum * *v - settings.learning_rate * g;
                 *b += *v;
             }
+            progress(epoch + 1);
         }
         model
     }
@@ -135,10 +155,10 @@ mod tests {
         let mut examples = Vec::new();
         for i in 0..60 {
             let jitter = (i % 7) as f32 * 0.01;
-            examples.push(Example { features: vec![1.0 + jitter, 0.0, 0.1, 0.0], label: 0 });
-            examples.push(Example { features: vec![0.0, 1.0 - jitter, 0.0, 0.1], label: 1 });
+            examples.push(Example::new(&[1.0 + jitter, 0.0, 0.1, 0.0], 0));
+            examples.push(Example::new(&[0.0, 1.0 - jitter, 0.0, 0.1], 1));
             if i % 3 == 0 {
-                examples.push(Example { features: vec![0.0, 0.1, 1.0, jitter], label: 2 });
+                examples.push(Example::new(&[0.0, 0.1, 1.0, jitter], 2));
             }
         }
         examples
@@ -161,7 +181,12 @@ mod tests {
     fn training_separates_separable_classes_including_a_rare_one() {
         let examples = toy();
         let model = LinearModel::train(&examples, 4, 3, Training::default());
-        let correct = examples.iter().filter(|e| model.predict(&e.features).0 == e.label).count();
+        let dense = |e: &Example| {
+            let mut v = vec![0.0; 4];
+            e.features.iter().for_each(|&(i, x)| v[i] = x);
+            v
+        };
+        let correct = examples.iter().filter(|e| model.predict(&dense(e)).0 == e.label).count();
         assert_eq!(correct, examples.len());
         let (class, confidence) = model.predict(&[0.0, 0.0, 1.0, 0.0]);
         assert_eq!(class, 2, "the rare class is learned too");

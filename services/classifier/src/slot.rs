@@ -5,30 +5,31 @@
 use crate::onnx::ServingModel;
 use std::sync::{Arc, RwLock};
 
-#[derive(Debug)]
+/// Holds the serving model, if any (a fresh install that skipped seeding has none).
+#[derive(Debug, Default)]
 pub struct ModelSlot {
-    current: RwLock<Arc<ServingModel>>,
+    current: RwLock<Option<Arc<ServingModel>>>,
 }
 
 impl ModelSlot {
     pub fn new(model: ServingModel) -> Self {
-        Self { current: RwLock::new(Arc::new(model)) }
+        Self { current: RwLock::new(Some(Arc::new(model))) }
     }
 
     /// The model to use for one request.
-    pub fn get(&self) -> Arc<ServingModel> {
+    pub fn get(&self) -> Option<Arc<ServingModel>> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Replaces the serving model; returns the previous one.
-    pub fn swap(&self, model: ServingModel) -> Arc<ServingModel> {
+    pub fn swap(&self, model: ServingModel) -> Option<Arc<ServingModel>> {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *current, Arc::new(model))
+        current.replace(Arc::new(model))
     }
 
     /// Loads `bytes` and swaps only if they load: a corrupt or mismatched model leaves the old
     /// one serving.
-    pub fn swap_bytes(&self, bytes: &[u8]) -> Result<Arc<ServingModel>, crate::onnx::LoadError> {
+    pub fn swap_bytes(&self, bytes: &[u8]) -> Result<Option<Arc<ServingModel>>, crate::onnx::LoadError> {
         let model = ServingModel::load(bytes)?;
         Ok(self.swap(model))
     }
@@ -37,15 +38,14 @@ impl ModelSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{DIMENSIONS, extract};
-    use crate::linear::LinearModel;
-    use crate::onnx::write;
+    use crate::features::extract;
+    use crate::onnx::{tests::trained, write};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     fn model(bias: f32, version: &str) -> Vec<u8> {
-        let mut linear = LinearModel::zeros(DIMENSIONS, 2);
-        linear.bias = vec![bias, 0.0];
-        write(&linear, &["a".into(), "b".into()], version)
+        let mut heads = trained();
+        heads.task_type.bias[0] = bias;
+        write(&heads, version)
     }
 
     #[test]
@@ -60,10 +60,10 @@ mod tests {
                     (slot.clone(), stop.clone(), served.clone(), features.clone());
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        let model = slot.get();
+                        let model = slot.get().expect("a model always serves");
                         let probabilities =
                             model.probabilities(&features).expect("every request is answered");
-                        assert!((probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+                        assert!((probabilities.task_type.iter().sum::<f32>() - 1.0).abs() < 1e-5);
                         assert!(model.version == "v1" || model.version == "v2");
                         served.fetch_add(1, Ordering::Relaxed);
                     }
@@ -86,6 +86,6 @@ mod tests {
     fn a_bad_model_leaves_the_old_one_serving() {
         let slot = ModelSlot::new(ServingModel::load(&model(1.0, "good")).unwrap());
         assert!(slot.swap_bytes(b"garbage").is_err());
-        assert_eq!(slot.get().version, "good");
+        assert_eq!(slot.get().unwrap().version, "good");
     }
 }

@@ -41,6 +41,18 @@ impl StatusBuilder {
         self
     }
 
+    /// A `PreconditionFailure` violation: what state (`kind`, e.g. `SAMPLES`) of which
+    /// `subject` keeps the call from succeeding.
+    pub fn precondition_violation(
+        mut self,
+        kind: impl Into<String>,
+        subject: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        self.details.add_precondition_failure_violation(kind, subject, description);
+        self
+    }
+
     pub fn retry_after(mut self, delay: Duration) -> Self {
         self.details.set_retry_info(Some(delay));
         self
