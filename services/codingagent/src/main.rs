@@ -3,6 +3,7 @@
 //! container), and developer tools such as minting identity tokens. The services' own
 //! `serve()` functions do the work, so every mode runs the same code.
 
+mod classifier;
 mod services;
 mod token;
 
@@ -42,12 +43,16 @@ enum Command {
     Services,
     /// Mint an internal identity token for calling services directly in development.
     Token(token::TokenArgs),
+    /// Classifier tools: train a model.
+    #[command(subcommand)]
+    Classifier(classifier::ClassifierCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Token(args) => token::run(&args),
+        Command::Classifier(command) => classifier::run(command),
         Command::Services => {
             services::print_list();
             Ok(())

@@ -13,8 +13,10 @@ pub(crate) struct ServiceEntry {
 }
 
 /// Services are added here as their crates land (ARCHITECTURE §12).
-const SERVICES: &[ServiceEntry] =
-    &[ServiceEntry { name: "llm", run: |args| Box::pin(codingagent_llm::run(args)) }];
+const SERVICES: &[ServiceEntry] = &[
+    ServiceEntry { name: "llm", run: |args| Box::pin(codingagent_llm::run(args)) },
+    ServiceEntry { name: "classifier", run: |args| Box::pin(codingagent_classifier::run(args)) },
+];
 
 pub(crate) fn print_list() {
     use std::io::Write;

@@ -1,0 +1,245 @@
+//! Training jobs against the database — snapshot, fit, evaluate against the serving model on
+//! the same held-out samples, register, promote when no worse — and the first start's
+//! bootstrap from the shipped corpus and model.
+
+use crate::convert::{caller_actor, metrics};
+use crate::engine::Engine;
+use crate::error::{ClassifierError, Result};
+use crate::features::{FEATURE_VERSION, extract};
+use crate::linear::Training;
+use crate::onnx::{ServingModel, write};
+use crate::registry::{self, JobEnd, NewModel};
+use crate::training::{self, Evaluation, Sample};
+use crate::{corpus, store};
+use codingagent_kernel::identity::Caller;
+use codingagent_kernel::kafka::NOTIFY_SELECT;
+use codingagent_proto::codingagent::classifier::v1 as pb;
+use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
+use uuid::Uuid;
+
+/// The model shipped with CodingAgent, trained from the seed corpus by `codingagent
+/// classifier train` (see MODEL.md). Its version is its id.
+pub const SHIPPED_MODEL: &[u8] = include_bytes!("../model/seed.onnx");
+
+/// A Retrain request, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub snapshot: Option<Uuid>,
+    pub min_per_class: usize,
+    pub holdout_fraction: f64,
+    pub skip_promotion: bool,
+}
+
+fn service_actor() -> Actor {
+    Actor { kind: ActorKind::Service as i32, id: "classifier".into() }
+}
+
+/// Evaluates `model` on `held_out`.
+fn evaluate_model(model: &ServingModel, held_out: &[&Sample]) -> std::result::Result<Evaluation, String> {
+    training::evaluate(held_out, |text| model.probabilities(&extract(text)).map_err(|e| e.to_string()))
+}
+
+/// Runs one training job to its end.
+pub(crate) async fn retrain(
+    engine: &Engine,
+    caller: &Caller,
+    request: Request,
+) -> Result<(pb::TrainingJob, Option<pb::ClassifierModel>)> {
+    let by = caller_actor(caller);
+    if let Some(job) = registry::active_job(&engine.pool).await? {
+        return Err(ClassifierError::TrainingInProgress(job.to_string()));
+    }
+    let job_id = Uuid::now_v7();
+    if let Err(error) = registry::create_job(&engine.pool, job_id, &by).await {
+        // The unique index lost a race with a concurrent Retrain.
+        if let Some(job) = registry::active_job(&engine.pool).await? {
+            return Err(ClassifierError::TrainingInProgress(job.to_string()));
+        }
+        return Err(error.into());
+    }
+    let outcome = run_job(engine, job_id, &by, &request).await;
+    let mut conn = engine.pool.acquire().await?;
+    match outcome {
+        Ok((model, promoted)) => {
+            if promoted {
+                let _ = engine.sync_serving().await;
+            }
+            let job = registry::get_job(&mut conn, job_id).await?.unwrap_or_default();
+            Ok((job, Some(model)))
+        }
+        Err((snapshot, error)) => {
+            let failure = match &error {
+                ClassifierError::NotEnoughSamples(short) => format!(
+                    "not enough samples: {}",
+                    short.iter().map(|(s, d)| format!("{s} {d}")).collect::<Vec<_>>().join(", ")
+                ),
+                other => other.to_string(),
+            };
+            let end = JobEnd { snapshot, candidate: None, promoted: false, failure: &failure };
+            registry::finish_job(&mut conn, job_id, &end).await?;
+            Err(error)
+        }
+    }
+}
+
+type JobError = (Option<(Uuid, i64)>, ClassifierError);
+
+async fn run_job(
+    engine: &Engine,
+    job_id: Uuid,
+    by: &Actor,
+    request: &Request,
+) -> std::result::Result<(pb::ClassifierModel, bool), JobError> {
+    let fail = |snapshot| move |e: sqlx::Error| (snapshot, ClassifierError::from(e));
+    let snapshot = match request.snapshot {
+        Some(id) => {
+            if !store::snapshot_exists(&engine.pool, id).await.map_err(fail(None))? {
+                return Err((None, ClassifierError::NotFound { kind: "snapshot", id: id.to_string() }));
+            }
+            id
+        }
+        None => {
+            let mut conn = engine.pool.acquire().await.map_err(fail(None))?;
+            store::create_snapshot(&mut conn).await.map_err(fail(None))?.0
+        }
+    };
+    let samples = store::snapshot_samples(&engine.pool, snapshot).await.map_err(fail(None))?;
+    let snapshot = Some((snapshot, samples.len() as i64));
+    let minimum_total = engine.config.training.min_total_samples as usize;
+    let mut short: Vec<(String, String)> = training::shortfalls(&samples, request.min_per_class)
+        .into_iter()
+        .map(|(head, label, count)| {
+            let label = match head {
+                "task_type" => format!("task_type/TASK_TYPE_{}", label.to_uppercase()),
+                _ => format!("complexity/COMPLEXITY_{}", label.to_uppercase()),
+            };
+            (label, format!("{count} of {} samples", request.min_per_class))
+        })
+        .collect();
+    if samples.len() < minimum_total {
+        short.push(("total".into(), format!("{} of {minimum_total} samples", samples.len())));
+    }
+    if !short.is_empty() {
+        return Err((snapshot, ClassifierError::NotEnoughSamples(short)));
+    }
+
+    let settings = Training { epochs: engine.config.training.epochs, ..Training::default() };
+    let holdout = request.holdout_fraction;
+    let model_id = Uuid::now_v7();
+    let serving = engine.slot.get();
+    let computed = tokio::task::spawn_blocking(move || {
+        let run = training::run(&samples, holdout, settings, &mut |_| {});
+        let (_, held_out) = training::split(&samples, holdout);
+        let baseline = serving.map(|model| (model.version.clone(), evaluate_model(&model, &held_out)));
+        (run, baseline)
+    })
+    .await
+    .map_err(|e| (snapshot, ClassifierError::FailedPrecondition("TRAINING_FAILED", e.to_string())))?;
+    let (run, baseline) = computed;
+    let artifact = write(&run.heads, &model_id.to_string());
+
+    let baseline = match baseline {
+        Some((id, Ok(evaluation))) => Uuid::parse_str(&id).ok().map(|id| (id, evaluation)),
+        _ => None,
+    };
+    let verdict = match &baseline {
+        Some((_, serving)) => {
+            training::no_worse(&run.candidate, serving, engine.config.training.promotion_tolerance)
+        }
+        None => Ok(()),
+    };
+    let promote = verdict.is_ok() && !request.skip_promotion;
+    let status = match (&verdict, promote) {
+        (Err(_), _) => registry::REJECTED,
+        (Ok(()), true) => registry::SERVING,
+        (Ok(()), false) => registry::CANDIDATE,
+    };
+    let new = NewModel {
+        id: model_id,
+        status: registry::CANDIDATE,
+        feature_version: FEATURE_VERSION.into(),
+        training_sample_count: run.training_count as i64,
+        snapshot_id: snapshot.map(|s| s.0),
+        training_job_id: Some(job_id),
+        artifact,
+        metrics: metrics(&run.candidate),
+        baseline: baseline.as_ref().map(|(id, evaluation)| (*id, metrics(evaluation))),
+        rejection_reason: verdict.clone().err().unwrap_or_default(),
+    };
+    let store_all = async {
+        let mut tx = engine.pool.begin().await?;
+        let mut model = registry::insert_model(&mut tx, &new).await?;
+        if status == registry::REJECTED {
+            sqlx::query("UPDATE models SET status = $2 WHERE id = $1")
+                .bind(model_id)
+                .bind(status)
+                .execute(&mut *tx)
+                .await?;
+            model.status = i32::from(status);
+        }
+        let end = JobEnd { snapshot, candidate: Some(model_id), promoted: promote, failure: "" };
+        registry::finish_job(&mut tx, job_id, &end).await?;
+        if promote {
+            let (promoted, previous) = registry::promote(&mut tx, model_id, &service_actor()).await?;
+            registry::promoted_event(&mut tx, &promoted, previous.as_ref(), &service_actor(), true, "")
+                .await?;
+            model = promoted;
+        }
+        let job = registry::get_job(&mut tx, job_id).await?.unwrap_or_default();
+        let event = registry::trained_event(&model, &job, by);
+        event
+            .bind(sqlx::query(&format!(
+                "WITH {} {NOTIFY_SELECT}",
+                codingagent_kernel::kafka::OutboxEvent::cte(1)
+            )))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(model)
+    };
+    let model = store_all.await.map_err(fail(snapshot))?;
+    Ok((model, promote))
+}
+
+/// On the first start against an empty database: loads the seed corpus as samples and
+/// registers the shipped model as the serving one, so a fresh install classifies with a
+/// real model at once. Replicas starting together bootstrap once (advisory lock).
+pub(crate) async fn bootstrap(engine: &Engine) -> anyhow::Result<()> {
+    let mut tx = engine.pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('codingagent-classifier-bootstrap'))")
+        .execute(&mut *tx)
+        .await?;
+    let models: i64 = sqlx::query_scalar("SELECT count(*) FROM models").fetch_one(&mut *tx).await?;
+    if models > 0 {
+        return Ok(());
+    }
+    let rows = corpus::read(corpus::SEED)?;
+    let model = ServingModel::load(SHIPPED_MODEL)?;
+    let id = Uuid::parse_str(&model.version)?;
+    let (metrics, training_count) = tokio::task::spawn_blocking(move || {
+        let samples: Vec<Sample> = rows.iter().map(corpus::Row::sample).collect();
+        let (training, held_out) = training::split(&samples, corpus::SEED_HOLDOUT);
+        (evaluate_model(&model, &held_out).map(|e| metrics(&e)), training.len())
+    })
+    .await?;
+    let metrics = metrics.map_err(anyhow::Error::msg)?;
+    let added = store::seed_samples(&engine.pool, &corpus::read(corpus::SEED)?).await?;
+    let new = NewModel {
+        id,
+        status: registry::CANDIDATE,
+        feature_version: FEATURE_VERSION.into(),
+        training_sample_count: training_count as i64,
+        snapshot_id: None,
+        training_job_id: None,
+        artifact: SHIPPED_MODEL.to_vec(),
+        metrics,
+        baseline: None,
+        rejection_reason: String::new(),
+    };
+    let model = registry::insert_model(&mut tx, &new).await?;
+    let (promoted, _) = registry::promote(&mut tx, id, &service_actor()).await?;
+    registry::promoted_event(&mut tx, &promoted, None, &service_actor(), true, "shipped model").await?;
+    tx.commit().await?;
+    tracing::info!(samples = added, model = %model.id, "bootstrapped the seed corpus and the shipped model");
+    Ok(())
+}

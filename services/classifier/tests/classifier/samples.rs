@@ -1,0 +1,124 @@
+//! Training samples from user corrections and from task outcomes, each exactly once.
+
+use crate::harness::{Classifier, violations};
+use codingagent_kernel::kafka::topics;
+use codingagent_proto::codingagent::classifier::v1 as pb;
+use codingagent_proto::codingagent::events::v1::{TaskExecutionSummary, TaskFailed, TaskSucceeded};
+use codingagent_proto::codingagent::orchestration::v1::TaskClassification;
+use prost::{Message, Name};
+use tonic::Code;
+
+const FEEDBACK: i16 = 2;
+const OUTCOME: i16 = 3;
+
+#[tokio::test]
+async fn feedback_becomes_one_sample_and_the_latest_correction_wins() {
+    let classifier = Classifier::plain().await;
+    let mut alice = classifier.user("alice").await;
+    let text = "make the invoices page load faster for large customers";
+    let made = alice
+        .classify(pb::ClassifyRequest { text: text.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .classification
+        .unwrap();
+    let correct = |task_type: i32, request_id: &str| pb::SubmitFeedbackRequest {
+        classification_id: made.id.clone(),
+        corrected_task_type: task_type,
+        comment: "it is about speed".into(),
+        request_id: request_id.into(),
+        ..Default::default()
+    };
+    let first = alice.submit_feedback(correct(7, "fb-1")).await.unwrap().into_inner().feedback.unwrap();
+    let retried = alice.submit_feedback(correct(7, "fb-1")).await.unwrap().into_inner().feedback.unwrap();
+    assert_eq!(first, retried, "a retry records nothing new");
+    assert_eq!(classifier.samples(FEEDBACK).await, [(text.to_owned(), 7, made.complexity as i16)]);
+
+    alice.submit_feedback(correct(2, "fb-2")).await.unwrap();
+    assert_eq!(classifier.samples(FEEDBACK).await, [(text.to_owned(), 2, made.complexity as i16)]);
+    let shown = alice
+        .get_classification(pb::GetClassificationRequest { classification_id: made.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .classification
+        .unwrap();
+    assert_eq!(shown.feedback.unwrap().corrected_task_type, 2, "the latest correction is shown");
+
+    let mut bob = classifier.user("bob").await;
+    assert_eq!(bob.submit_feedback(correct(3, "")).await.unwrap_err().code(), Code::NotFound);
+    let empty = alice.submit_feedback(correct(0, "")).await.unwrap_err();
+    assert_eq!(violations(&empty), ["corrected_task_type"]);
+    let unknown = alice.submit_feedback(correct(42, "")).await.unwrap_err();
+    assert_eq!(violations(&unknown), ["corrected_task_type"]);
+
+    let stats = alice.get_training_stats(pb::GetTrainingStatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.total_samples, 1);
+    assert_eq!(stats.source_counts.iter().find(|s| s.source == 2).unwrap().count, 1);
+    assert!(!stats.ready_to_train);
+    assert_eq!(stats.task_type_counts.len(), 9, "every task type is listed");
+    classifier.stop().await;
+}
+
+fn summary(
+    text: &str,
+    task_type: i32,
+    complexity: i32,
+    iterations: i32,
+    files: i32,
+) -> Option<TaskExecutionSummary> {
+    Some(TaskExecutionSummary {
+        owner: "alice".into(),
+        text: text.into(),
+        classification: Some(TaskClassification { task_type, complexity, ..Default::default() }),
+        iterations,
+        files_changed: files,
+        lines_added: 20,
+        ..Default::default()
+    })
+}
+
+async fn publish<M: Message + Name>(key: &str, event: &M) {
+    codingagent_testkit::publish_event(topics::TASK, key, &M::full_name(), event.encode_to_vec())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn task_outcomes_from_kafka_become_samples_exactly_once() {
+    let classifier = Classifier::plain().await;
+    let quick = uuid::Uuid::new_v4().to_string();
+    let hard = uuid::Uuid::new_v4().to_string();
+    // The topic holds other runs' outcomes too; these texts are this run's.
+    let rename = format!("rename the misleading helper in the billing module ({quick})");
+    let sso = format!("add single sign-on with SAML to every service ({hard})");
+    let succeeded =
+        TaskSucceeded { task_id: quick.clone(), summary: summary(&rename, 3, 2, 1, 1), ..Default::default() };
+    publish(&quick, &succeeded).await;
+    publish(&quick, &succeeded).await; // redelivered by an at-least-once producer
+    let failed =
+        TaskFailed { task_id: hard.clone(), summary: summary(&sso, 2, 2, 9, 14), ..Default::default() };
+    publish(&hard, &failed).await;
+
+    let ours = || async {
+        let all = classifier.samples(OUTCOME).await;
+        let mut ours: Vec<_> = all.into_iter().filter(|s| s.0 == rename || s.0 == sso).collect();
+        ours.sort(); // the two tasks' events travel on different partitions
+        ours
+    };
+    for _ in 0..300 {
+        if ours().await.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Long enough for the duplicate to have been consumed too.
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    assert_eq!(
+        ours().await,
+        [(sso.clone(), 2, 3), (rename.clone(), 3, 1)],
+        "one sample per task: a quick one-file change was simple, a failed task at least as hard"
+    );
+    classifier.stop().await;
+}
