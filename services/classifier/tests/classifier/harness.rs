@@ -4,6 +4,7 @@ use codingagent_classifier::Config;
 use codingagent_kernel::CancellationToken;
 use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
 use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, OPERATOR_ROLE, TokenMinter};
+use codingagent_proto::codingagent::classifier::v1 as pb;
 use codingagent_proto::codingagent::classifier::v1::classifier_service_client::ClassifierServiceClient;
 use codingagent_testkit::{TestDatabase, unique_name};
 use tonic::metadata::MetadataValue;
@@ -49,8 +50,16 @@ impl Classifier {
         let handle = tokio::spawn(codingagent_classifier::serve(config.clone(), listener, shutdown.clone()));
         let pool = database.pool().await.unwrap();
         let classifier = Self { addr, config, pool, shutdown, handle, database: Some(database) };
-        classifier.channel().await;
-        classifier
+        // The port accepts connections before migrations and seeding are done; wait until
+        // the service answers.
+        let mut client = classifier.user("probe").await;
+        for _ in 0..600 {
+            if client.get_training_stats(pb::GetTrainingStatsRequest {}).await.is_ok() {
+                return classifier;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("classifier did not answer");
     }
 
     /// The default test setup.
