@@ -5,6 +5,7 @@ use codingagent_kernel::config::{
     ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, ServerConfig, ServiceConfig,
     TelemetryConfig,
 };
+use codingagent_kernel::service::HostedConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -113,6 +114,16 @@ impl Default for TrainingConfig {
             seed_on_start: true,
             promotion_tolerance: 1e-9,
         }
+    }
+}
+
+impl HostedConfig for Config {
+    fn server(&self) -> &ServerConfig {
+        &self.server
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
     }
 }
 

@@ -1,5 +1,6 @@
 //! gRPC handlers: validate, authorize, delegate, convert.
 
+use crate::cascade::Decision;
 use crate::convert::{self, caller_actor, timestamp};
 use crate::corpus::split_mark;
 use crate::engine::Engine;
@@ -97,7 +98,51 @@ fn check_classify(request: &pb::ClassifyRequest) -> Result<()> {
     if violations.is_empty() { Ok(()) } else { Err(ClassifierError::Invalid(violations)) }
 }
 
+/// A new classification of `request` from the cascade's `decision`, with its plan.
+fn classification(
+    id: Uuid,
+    owner: &str,
+    request: &pb::ClassifyRequest,
+    decision: &Decision,
+) -> pb::Classification {
+    let now = timestamp(chrono::Utc::now());
+    let planned = plan(
+        decision.guess.task_type,
+        decision.guess.complexity,
+        f64::from(decision.guess.complexity_confidence),
+        request.text.trim().chars().count(),
+        request.repository_context.as_ref().map_or(0, |c| c.file_count),
+    );
+    let mut classification = pb::Classification {
+        id: id.to_string(),
+        owner: owner.to_owned(),
+        create_time: Some(now),
+        update_time: Some(now),
+        text: request.text.clone(),
+        repository_context: request.repository_context.clone(),
+        task_id: request.task_id.clone(),
+        recommended_strategy: planned.strategy as i32,
+        recommended_strategy_confidence: planned.strategy_confidence,
+        estimated_tokens: Some(planned.token_usage()),
+        estimated_tokens_confidence: planned.tokens_confidence,
+        feature_version: FEATURE_VERSION.into(),
+        ..Default::default()
+    };
+    convert::decision(&mut classification, decision);
+    classification
+}
+
 impl Handlers {
+    /// The response an earlier call with the same key recorded, looked up without holding a
+    /// connection afterwards (the mutation re-checks under the key's lock).
+    async fn replayed<M: prost::Message + Default>(&self, key: &idempotency::Key<'_>) -> Result<Option<M>> {
+        if key.request_id.is_empty() {
+            return Ok(None);
+        }
+        let mut tx = self.engine.pool.begin().await?;
+        Ok(key.replay(&mut tx).await?)
+    }
+
     async fn classify(&self, caller: &Caller, request: pb::ClassifyRequest) -> Result<pb::Classification> {
         check_classify(&request)?;
         let owner = caller.require_user()?.to_owned();
@@ -109,41 +154,14 @@ impl Handlers {
             });
         }
         let key = idempotency::Key { caller: &owner, method: "Classify", request_id: &request.request_id };
-        let mut tx = self.engine.pool.begin().await?;
-        if !request.request_id.is_empty()
-            && let Some(done) = key.replay::<pb::Classification>(&mut tx).await?
-        {
+        if let Some(done) = self.replayed(&key).await? {
             return Ok(done);
         }
+        // The cascade may wait seconds on the llm service: no connection is held meanwhile.
         let started = Instant::now();
-        let text = request.text.trim();
-        let decision = self.engine.decide(text, &owner, !request.disable_llm_stage).await;
+        let decision = self.engine.decide(request.text.trim(), &owner, !request.disable_llm_stage).await;
         let id = Uuid::now_v7();
-        let now = chrono::Utc::now();
-        let file_count = request.repository_context.as_ref().map_or(0, |c| c.file_count);
-        let planned = plan(
-            decision.guess.task_type,
-            decision.guess.complexity,
-            f64::from(decision.guess.complexity_confidence),
-            text.chars().count(),
-            file_count,
-        );
-        let mut classification = pb::Classification {
-            id: id.to_string(),
-            owner: owner.clone(),
-            create_time: Some(timestamp(now)),
-            update_time: Some(timestamp(now)),
-            text: request.text.clone(),
-            repository_context: request.repository_context.clone(),
-            task_id: request.task_id.clone(),
-            recommended_strategy: planned.strategy as i32,
-            recommended_strategy_confidence: planned.strategy_confidence,
-            estimated_tokens: Some(planned.token_usage()),
-            estimated_tokens_confidence: planned.tokens_confidence,
-            feature_version: FEATURE_VERSION.into(),
-            ..Default::default()
-        };
-        convert::decision(&mut classification, &decision);
+        let mut classification = classification(id, &owner, &request, &decision);
         classification.duration = Some(convert::duration(started.elapsed()));
         let event = events::ClassificationMade {
             classification_id: classification.id.clone(),
@@ -152,10 +170,13 @@ impl Handlers {
             classification: Some(classification.clone()),
         };
         let event = OutboxEvent::new(topics::CLASSIFIER, &classification.id, &event);
-        store::insert_classification(&mut tx, &classification, id, event).await?;
-        if !request.request_id.is_empty() {
-            key.remember(&mut tx, &classification).await?;
+        let mut tx = self.engine.pool.begin().await?;
+        // A concurrent retry may have stored its answer while this one was deciding.
+        if let Some(done) = key.replay::<pb::Classification>(&mut tx).await? {
+            return Ok(done);
         }
+        store::insert_classification(&mut tx, &classification, id, event).await?;
+        key.remember(&mut tx, &classification).await?;
         tx.commit().await?;
         Ok(classification)
     }
@@ -198,9 +219,7 @@ impl Handlers {
         let key =
             idempotency::Key { caller: &owner, method: "SubmitFeedback", request_id: &request.request_id };
         let mut tx = self.engine.pool.begin().await?;
-        if !request.request_id.is_empty()
-            && let Some(done) = key.replay::<pb::Feedback>(&mut tx).await?
-        {
+        if let Some(done) = key.replay::<pb::Feedback>(&mut tx).await? {
             return Ok(done);
         }
         let Some(original) = store::classification(&mut tx, id, &owner).await? else {
@@ -244,9 +263,7 @@ impl Handlers {
             task_id: original.task_id.clone(),
         };
         enqueue(&mut tx, topics::CLASSIFIER, &original.id, &event).await?;
-        if !request.request_id.is_empty() {
-            key.remember(&mut tx, &feedback).await?;
-        }
+        key.remember(&mut tx, &feedback).await?;
         tx.commit().await?;
         Ok(feedback)
     }
@@ -265,9 +282,7 @@ impl Handlers {
             request_id: &request.request_id,
         };
         let mut tx = self.engine.pool.begin().await?;
-        if !request.request_id.is_empty()
-            && let Some(done) = key.replay::<pb::PromoteModelResponse>(&mut tx).await?
-        {
+        if let Some(done) = key.replay::<pb::PromoteModelResponse>(&mut tx).await? {
             return Ok(done);
         }
         let Some(model) = registry::get_model(&mut tx, id).await? else {
@@ -286,9 +301,7 @@ impl Handlers {
             ));
         }
         let response = self.swap_to(&mut tx, id, caller, &request.reason, false).await?;
-        if !request.request_id.is_empty() {
-            key.remember(&mut tx, &response).await?;
-        }
+        key.remember(&mut tx, &response).await?;
         tx.commit().await?;
         self.engine
             .sync_serving()
@@ -349,9 +362,7 @@ impl Handlers {
             request_id: &request.request_id,
         };
         let mut tx = self.engine.pool.begin().await?;
-        if !request.request_id.is_empty()
-            && let Some(done) = key.replay::<pb::RollbackModelResponse>(&mut tx).await?
-        {
+        if let Some(done) = key.replay::<pb::RollbackModelResponse>(&mut tx).await? {
             return Ok(done);
         }
         let Some(current) = registry::serving(&mut tx).await? else {
@@ -384,9 +395,7 @@ impl Handlers {
         let swapped = self.swap_to(&mut tx, target, caller, &request.reason, true).await?;
         let response =
             pb::RollbackModelResponse { model: swapped.model, rolled_back_model: swapped.previous_model };
-        if !request.request_id.is_empty() {
-            key.remember(&mut tx, &response).await?;
-        }
+        key.remember(&mut tx, &response).await?;
         tx.commit().await?;
         self.engine
             .sync_serving()
@@ -432,11 +441,8 @@ impl Handlers {
         }
         let key =
             idempotency::Key { caller: &caller.subject, method: "Retrain", request_id: &request.request_id };
-        if !request.request_id.is_empty() {
-            let mut tx = self.engine.pool.begin().await?;
-            if let Some(done) = key.replay::<pb::RetrainResponse>(&mut tx).await? {
-                return Ok(done);
-            }
+        if let Some(done) = self.replayed(&key).await? {
+            return Ok(done);
         }
         let request = RetrainRequest {
             snapshot,
@@ -446,11 +452,9 @@ impl Handlers {
         };
         let (job, candidate) = retrain::retrain(&self.engine, caller, request).await?;
         let response = pb::RetrainResponse { job: Some(job), candidate };
-        if !key.request_id.is_empty() {
-            let mut tx = self.engine.pool.begin().await?;
-            key.remember(&mut tx, &response).await?;
-            tx.commit().await?;
-        }
+        let mut tx = self.engine.pool.begin().await?;
+        key.remember(&mut tx, &response).await?;
+        tx.commit().await?;
         Ok(response)
     }
 
@@ -636,7 +640,6 @@ impl ClassifierService for Handlers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codingagent_proto::codingagent::common::v1::Strategy;
 
     fn request(text: &str) -> pb::ClassifyRequest {
         pb::ClassifyRequest { text: text.into(), ..Default::default() }
@@ -680,12 +683,5 @@ mod tests {
                 "request_id",
             ]
         );
-    }
-
-    #[test]
-    fn strategies_are_never_unspecified() {
-        for complexity in 0..3 {
-            assert_ne!(plan(0, complexity, 0.5, 20, 0).strategy, Strategy::Unspecified);
-        }
     }
 }

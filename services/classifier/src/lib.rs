@@ -31,11 +31,11 @@ pub use config::Config;
 pub use retrain::SHIPPED_MODEL;
 
 use anyhow::Context;
-use codingagent_kernel::config::{ConfigArgs, dump, load};
+use codingagent_kernel::config::ConfigArgs;
 use codingagent_kernel::kafka::{InboxConsumer, Relay, topics};
 use codingagent_kernel::server::{DependencyCheck, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
-use codingagent_kernel::{CancellationToken, db, telemetry};
+use codingagent_kernel::{CancellationToken, db};
 use codingagent_proto::codingagent::classifier::v1::classifier_service_server::ClassifierServiceServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,24 +45,7 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/cl
 
 /// Loads the configuration, sets up telemetry and serves until SIGINT/SIGTERM.
 pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {
-    let config: Config = load(&args)?;
-    if args.dump_config {
-        use std::io::Write;
-        writeln!(std::io::stdout(), "{}", dump(&config)?)?;
-        return Ok(());
-    }
-    let _telemetry = telemetry::init("classifier", &config.telemetry)?;
-    let listener = TcpListener::bind(config.server.listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "classifier listening");
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        codingagent_kernel::shutdown_signal().await;
-        trigger.cancel();
-    });
-    serve(config, listener, shutdown).await
+    codingagent_kernel::service::run("classifier", &args, serve).await
 }
 
 /// Health: SERVING only while a model is loaded, so traffic goes to replicas that can use
@@ -135,22 +118,24 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
 }
 
 /// Hot-swaps to whatever model the registry says serves, so a promotion or rollback made
-/// through any replica reaches every replica within `model_poll_ms` (ADR 0007).
+/// through any replica reaches every replica within `model_poll_ms` (ADR 0007); hourly, drops
+/// retry records older than a day, which are of no further use.
 async fn follow_serving(engine: Arc<engine::Engine>, stop: CancellationToken) {
-    let every = Duration::from_millis(engine.config.model_poll_ms);
-    let mut ticks = 0u64;
+    let mut poll = tokio::time::interval(Duration::from_millis(engine.config.model_poll_ms));
+    let mut purge = tokio::time::interval(Duration::from_secs(3_600));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        if let Err(error) = engine.sync_serving().await {
-            tracing::warn!(%error, "cannot load the serving model; the previous one keeps serving");
-        }
-        ticks += 1;
-        // About hourly: retry records older than a day are of no further use.
-        if ticks.is_multiple_of((3_600_000 / engine.config.model_poll_ms.max(1)).max(1)) {
-            let _ = codingagent_kernel::idempotency::purge(&engine.pool).await;
+            _ = poll.tick() => {
+                if let Err(error) = engine.sync_serving().await {
+                    tracing::warn!(%error, "cannot load the serving model; the previous one keeps serving");
+                }
+            }
+            _ = purge.tick() => {
+                if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool).await {
+                    tracing::warn!(%error, "idempotency purge failed");
+                }
+            }
         }
     }
 }

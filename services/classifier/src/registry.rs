@@ -2,8 +2,8 @@
 //! artifact, metrics and lifecycle status, exactly one of them SERVING.
 
 use crate::convert::{actor, timestamp};
+use codingagent_kernel::kafka::enqueue;
 use codingagent_kernel::kafka::topics;
-use codingagent_kernel::kafka::{OutboxEvent, enqueue};
 use codingagent_proto::codingagent::classifier::v1 as pb;
 use codingagent_proto::codingagent::common::v1::Actor;
 use codingagent_proto::codingagent::events::v1 as events;
@@ -327,7 +327,12 @@ pub(crate) async fn last_training(
 }
 
 /// Records a `ClassifierModelTrained` event.
-pub(crate) fn trained_event(model: &pb::ClassifierModel, job: &pb::TrainingJob, by: &Actor) -> OutboxEvent {
+pub(crate) async fn trained_event(
+    conn: &mut PgConnection,
+    model: &pb::ClassifierModel,
+    job: &pb::TrainingJob,
+    by: &Actor,
+) -> Result<(), sqlx::Error> {
     let event = events::ClassifierModelTrained {
         model_id: model.id.clone(),
         actor: Some(by.clone()),
@@ -335,5 +340,5 @@ pub(crate) fn trained_event(model: &pb::ClassifierModel, job: &pb::TrainingJob, 
         model: Some(model.clone()),
         job: Some(job.clone()),
     };
-    OutboxEvent::new(topics::CLASSIFIER, &model.id, &event)
+    enqueue(conn, topics::CLASSIFIER, &model.id, &event).await.map(drop)
 }

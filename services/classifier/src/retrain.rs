@@ -12,7 +12,6 @@ use crate::registry::{self, JobEnd, NewModel};
 use crate::training::{self, Evaluation, Sample};
 use crate::{corpus, store};
 use codingagent_kernel::identity::Caller;
-use codingagent_kernel::kafka::NOTIFY_SELECT;
 use codingagent_proto::codingagent::classifier::v1 as pb;
 use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
 use uuid::Uuid;
@@ -46,12 +45,9 @@ pub(crate) async fn retrain(
     request: Request,
 ) -> Result<(pb::TrainingJob, Option<pb::ClassifierModel>)> {
     let by = caller_actor(caller);
-    if let Some(job) = registry::active_job(&engine.pool).await? {
-        return Err(ClassifierError::TrainingInProgress(job.to_string()));
-    }
     let job_id = Uuid::now_v7();
     if let Err(error) = registry::create_job(&engine.pool, job_id, &by).await {
-        // The unique index lost a race with a concurrent Retrain.
+        // The unique index on active jobs refuses a second one.
         if let Some(job) = registry::active_job(&engine.pool).await? {
             return Err(ClassifierError::TrainingInProgress(job.to_string()));
         }
@@ -61,8 +57,8 @@ pub(crate) async fn retrain(
     let mut conn = engine.pool.acquire().await?;
     match outcome {
         Ok((model, promoted)) => {
-            if promoted {
-                let _ = engine.sync_serving().await;
+            if promoted && let Err(error) = engine.sync_serving().await {
+                tracing::error!(%error, "the promoted model does not load here; the previous one keeps serving");
             }
             let job = registry::get_job(&mut conn, job_id).await?.unwrap_or_default();
             Ok((job, Some(model)))
@@ -149,14 +145,11 @@ async fn run_job(
         None => Ok(()),
     };
     let promote = verdict.is_ok() && !request.skip_promotion;
-    let status = match (&verdict, promote) {
-        (Err(_), _) => registry::REJECTED,
-        (Ok(()), true) => registry::SERVING,
-        (Ok(()), false) => registry::CANDIDATE,
-    };
     let new = NewModel {
         id: model_id,
-        status: registry::CANDIDATE,
+        // A promoted model is inserted as a candidate and then promoted, which retires the
+        // serving one in the same transaction.
+        status: if verdict.is_err() { registry::REJECTED } else { registry::CANDIDATE },
         feature_version: FEATURE_VERSION.into(),
         training_sample_count: run.training_count as i64,
         snapshot_id: snapshot.map(|s| s.0),
@@ -169,31 +162,17 @@ async fn run_job(
     let store_all = async {
         let mut tx = engine.pool.begin().await?;
         let mut model = registry::insert_model(&mut tx, &new).await?;
-        if status == registry::REJECTED {
-            sqlx::query("UPDATE models SET status = $2 WHERE id = $1")
-                .bind(model_id)
-                .bind(status)
-                .execute(&mut *tx)
-                .await?;
-            model.status = i32::from(status);
-        }
         let end = JobEnd { snapshot, candidate: Some(model_id), promoted: promote, failure: "" };
         registry::finish_job(&mut tx, job_id, &end).await?;
+        // Trained first, then (if so) promoted: the contract's event order.
+        let job = registry::get_job(&mut tx, job_id).await?.unwrap_or_default();
+        registry::trained_event(&mut tx, &model, &job, by).await?;
         if promote {
             let (promoted, previous) = registry::promote(&mut tx, model_id, &service_actor()).await?;
             registry::promoted_event(&mut tx, &promoted, previous.as_ref(), &service_actor(), true, "")
                 .await?;
             model = promoted;
         }
-        let job = registry::get_job(&mut tx, job_id).await?.unwrap_or_default();
-        let event = registry::trained_event(&model, &job, by);
-        event
-            .bind(sqlx::query(&format!(
-                "WITH {} {NOTIFY_SELECT}",
-                codingagent_kernel::kafka::OutboxEvent::cte(1)
-            )))
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(model)
     };
@@ -216,14 +195,15 @@ pub(crate) async fn bootstrap(engine: &Engine) -> anyhow::Result<()> {
     let rows = corpus::read(corpus::SEED)?;
     let model = ServingModel::load(SHIPPED_MODEL)?;
     let id = Uuid::parse_str(&model.version)?;
-    let (metrics, training_count) = tokio::task::spawn_blocking(move || {
+    let (rows, metrics, training_count) = tokio::task::spawn_blocking(move || {
         let samples: Vec<Sample> = rows.iter().map(corpus::Row::sample).collect();
         let (training, held_out) = training::split(&samples, corpus::SEED_HOLDOUT);
-        (evaluate_model(&model, &held_out).map(|e| metrics(&e)), training.len())
+        let metrics = evaluate_model(&model, &held_out).map(|e| metrics(&e));
+        (rows, metrics, training.len())
     })
     .await?;
     let metrics = metrics.map_err(anyhow::Error::msg)?;
-    let added = store::seed_samples(&engine.pool, &corpus::read(corpus::SEED)?).await?;
+    let added = store::seed_samples(&engine.pool, &rows).await?;
     let new = NewModel {
         id,
         status: registry::CANDIDATE,

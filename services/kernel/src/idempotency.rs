@@ -32,11 +32,15 @@ pub struct Key<'a> {
 
 impl Key<'_> {
     /// Inside the mutation's transaction: waits for any concurrent call with the same key,
-    /// then returns the response recorded by an earlier call, if there was one.
+    /// then returns the response recorded by an earlier call, if there was one. A call
+    /// without a `request_id` is not idempotent: nothing is looked up.
     pub async fn replay<M: prost::Message + Default>(
         &self,
         conn: &mut PgConnection,
     ) -> Result<Option<M>, sqlx::Error> {
+        if self.request_id.is_empty() {
+            return Ok(None);
+        }
         sqlx::query(
             "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2 || chr(31) || $3, 0))",
         )
@@ -59,12 +63,16 @@ impl Key<'_> {
         Ok(stored.and_then(|bytes| M::decode(bytes.as_slice()).ok()))
     }
 
-    /// Inside the same transaction, after the effects: records the response for retries.
+    /// Inside the same transaction, after the effects: records the response for retries
+    /// (nothing without a `request_id`).
     pub async fn remember<M: prost::Message>(
         &self,
         conn: &mut PgConnection,
         response: &M,
     ) -> Result<(), sqlx::Error> {
+        if self.request_id.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO idempotency_keys (caller, method, request_id, response) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (caller, method, request_id) DO UPDATE SET response = EXCLUDED.response, created_at = now()",

@@ -5,8 +5,9 @@
 //! layered configuration ([`config`]), logs/traces/metrics ([`telemetry`]), the gRPC server
 //! skeleton with health, reflection, limits and ordered shutdown ([`server`]), error statuses
 //! clients can act on ([`error`]), internal identity tokens ([`identity`]), PostgreSQL with
-//! per-service schemas ([`db`]), Redis ([`redis`]) and Kafka events through a transactional
-//! outbox and an idempotent inbox ([`kafka`]).
+//! per-service schemas ([`db`]), Redis ([`redis`]), Kafka events through a transactional
+//! outbox and an idempotent inbox ([`kafka`]), and the process start-up around `serve()`
+//! ([`service`]).
 
 pub mod config;
 pub mod db;
@@ -17,6 +18,7 @@ pub mod kafka;
 pub mod pagination;
 pub mod redis;
 pub mod server;
+pub mod service;
 pub mod telemetry;
 
 pub use tokio_util::sync::CancellationToken;

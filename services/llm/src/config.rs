@@ -4,6 +4,7 @@ use codingagent_kernel::config::{
     ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, Secret, ServerConfig,
     ServiceConfig, TelemetryConfig,
 };
+use codingagent_kernel::service::HostedConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -175,6 +176,16 @@ pub struct BudgetConfig {
 impl Default for BudgetConfig {
     fn default() -> Self {
         Self { default_user_monthly_tokens: 2_000_000, default_provider_monthly_tokens: 0 }
+    }
+}
+
+impl HostedConfig for Config {
+    fn server(&self) -> &ServerConfig {
+        &self.server
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
     }
 }
 

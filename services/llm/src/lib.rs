@@ -27,11 +27,11 @@ mod usage_api;
 pub use config::Config;
 
 use anyhow::Context;
-use codingagent_kernel::config::{ConfigArgs, dump, load};
+use codingagent_kernel::config::ConfigArgs;
 use codingagent_kernel::kafka::{InboxConsumer, Relay, topics};
 use codingagent_kernel::server::ServiceHost;
 use codingagent_kernel::telemetry::metrics::Metrics;
-use codingagent_kernel::{CancellationToken, db, telemetry};
+use codingagent_kernel::{CancellationToken, db};
 use codingagent_proto::codingagent::llm::v1::llm_service_server::LlmServiceServer;
 use provider::{Provider, ollama::Ollama, openai::OpenAi};
 use std::sync::Arc;
@@ -42,24 +42,7 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/ll
 
 /// Loads the configuration, sets up telemetry and serves until SIGINT/SIGTERM.
 pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {
-    let config: Config = load(&args)?;
-    if args.dump_config {
-        use std::io::Write;
-        writeln!(std::io::stdout(), "{}", dump(&config)?)?;
-        return Ok(());
-    }
-    let _telemetry = telemetry::init("llm", &config.telemetry)?;
-    let listener = TcpListener::bind(config.server.listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "llm listening");
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        codingagent_kernel::shutdown_signal().await;
-        trigger.cancel();
-    });
-    serve(config, listener, shutdown).await
+    codingagent_kernel::service::run("llm", &args, serve).await
 }
 
 fn providers(config: &Config) -> Vec<Arc<dyn Provider>> {

@@ -204,18 +204,14 @@ pub(crate) async fn set_budget(
     idempotency::validate("request_id", &r.request_id).map_err(|v| LlmError::Invalid(vec![v]))?;
     let key = Key { caller: &caller.subject, method: "SetBudget", request_id: &r.request_id };
     let mut tx = engine.pool.begin().await.map_err(LlmError::from)?;
-    if !r.request_id.is_empty()
-        && let Some(first) = key.replay(&mut tx).await.map_err(LlmError::from)?
-    {
+    if let Some(first) = key.replay(&mut tx).await.map_err(LlmError::from)? {
         return Ok(first);
     }
     store::set_budget(&mut *tx, &subject, r.monthly_token_limit, &caller.subject)
         .await
         .map_err(LlmError::from)?;
     let response = pb::SetBudgetResponse { budget: Some(budget(engine, &mut *tx, &subject).await?) };
-    if !r.request_id.is_empty() {
-        key.remember(&mut tx, &response).await.map_err(LlmError::from)?;
-    }
+    key.remember(&mut tx, &response).await.map_err(LlmError::from)?;
     tx.commit().await.map_err(LlmError::from)?;
     Ok(response)
 }

@@ -3,10 +3,12 @@
 //! gives every test its own database and Kafka topics so tests never see each other's data,
 //! and provides a probe gRPC service for exercising the server skeleton.
 
+mod client;
 mod infra;
 mod kafka;
 mod probe;
 
+pub use client::connect;
 pub use infra::{TestDatabase, dev, kafka_bootstrap, redis_url, unique_name};
 pub use kafka::{Record, find_record, publish_event, read_topic};
 pub use probe::pb;

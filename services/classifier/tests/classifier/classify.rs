@@ -144,3 +144,88 @@ async fn an_unreachable_llm_service_leaves_the_best_earlier_answer() {
     assert_eq!(made.stages.len(), 2, "the caller turned the LLM stage off");
     classifier.stop().await;
 }
+
+/// The llm service, in process, in front of the real local model server `./dev` starts.
+async fn llm_service()
+-> (std::net::SocketAddr, codingagent_kernel::CancellationToken, codingagent_testkit::TestDatabase) {
+    use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
+    let database = codingagent_testkit::TestDatabase::create().await.unwrap();
+    let mut config = codingagent_llm::Config::default();
+    config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.shutdown_grace_secs = 2;
+    config.database = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
+    config.redis = RedisConfig { url: Secret::new(codingagent_testkit::redis_url()) };
+    config.kafka =
+        KafkaConfig { bootstrap_servers: codingagent_testkit::kafka_bootstrap(), ..KafkaConfig::default() };
+    config.ollama = None;
+    config.openai.push(codingagent_llm::config::OpenAiConfig {
+        name: "local".into(),
+        base_url: std::env::var("LLM_OPENAI_BASE_URL").unwrap_or_else(|_| "http://127.0.0.1:58080/v1".into()),
+        cloud: false,
+        ..Default::default()
+    });
+    config.task_outcomes_group = unique_name("classifier-llm-test");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = codingagent_kernel::CancellationToken::new();
+    tokio::spawn(codingagent_llm::serve(config, listener, shutdown.clone()));
+    (addr, shutdown, database)
+}
+
+#[tokio::test]
+async fn the_llm_stage_asks_the_llm_service_on_the_users_behalf() {
+    use codingagent_kernel::identity::{Caller, OPERATOR_ROLE, StaticToken, TokenMinter};
+    use codingagent_proto::codingagent::llm::v1 as llm;
+    use codingagent_proto::codingagent::llm::v1::llm_service_client::LlmServiceClient;
+
+    let (llm_addr, llm_shutdown, llm_database) = llm_service().await;
+    let (mut config, database) = config().await;
+    config.llm.endpoint = format!("http://{llm_addr}");
+    config.llm.model = "local/gemma-3-270m".into();
+    config.cascade.heuristic_threshold = 1.5;
+    config.cascade.model_threshold = 1.5;
+    let token =
+        TokenMinter::new(&config.identity).mint(&Caller::user("ops").with_roles([OPERATOR_ROLE])).unwrap();
+    let mut llm_ops = LlmServiceClient::with_interceptor(
+        codingagent_testkit::connect(llm_addr).await,
+        StaticToken::new(Some(token)),
+    );
+    llm_ops.sync_registry(llm::SyncRegistryRequest::default()).await.unwrap();
+
+    let classifier = Classifier::start(config, database).await;
+    let user = unique_name("asker");
+    let mut client = classifier.user(&user).await;
+    let made = client
+        .classify(request("The nightly export job sometimes writes half a file"))
+        .await
+        .unwrap()
+        .into_inner()
+        .classification
+        .unwrap();
+    let asked = made.stages.last().unwrap();
+    assert_eq!(asked.stage, pb::ClassificationStage::Llm as i32, "{made:?}");
+    // A 270M-parameter model may or may not produce the requested JSON; either way the
+    // stage reached the model and the answer was judged, never "unavailable".
+    if asked.accepted {
+        assert_eq!(made.decided_by, pb::ClassificationStage::Llm as i32);
+        assert_eq!(made.llm_model, "local/gemma-3-270m");
+    } else {
+        assert!(asked.error.contains("not the requested JSON"), "{asked:?}");
+    }
+
+    let usage = llm_ops
+        .list_usage(llm::ListUsageRequest { user_id: user.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(usage.records.len(), 1, "the llm service billed the user, not the classifier");
+    let record = &usage.records[0];
+    assert_eq!(
+        (record.caller.as_ref().unwrap().id.as_str(), record.model.as_str()),
+        ("classifier", "local/gemma-3-270m")
+    );
+
+    classifier.stop().await;
+    llm_shutdown.cancel();
+    llm_database.drop_database().await.unwrap();
+}

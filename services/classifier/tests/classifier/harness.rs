@@ -3,15 +3,14 @@
 use codingagent_classifier::Config;
 use codingagent_kernel::CancellationToken;
 use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
-use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, OPERATOR_ROLE, TokenMinter};
+use codingagent_kernel::identity::{Caller, OPERATOR_ROLE, StaticToken, TokenMinter};
 use codingagent_proto::codingagent::classifier::v1 as pb;
 use codingagent_proto::codingagent::classifier::v1::classifier_service_client::ClassifierServiceClient;
 use codingagent_testkit::{TestDatabase, unique_name};
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-pub(crate) type Client = ClassifierServiceClient<InterceptedService<Channel, Token>>;
+pub(crate) type Client = ClassifierServiceClient<InterceptedService<Channel, StaticToken>>;
 
 pub(crate) struct Classifier {
     pub(crate) addr: std::net::SocketAddr,
@@ -68,20 +67,12 @@ impl Classifier {
         Self::start(config, database).await
     }
 
-    async fn channel(&self) -> Channel {
-        let endpoint = Channel::from_shared(format!("http://{}", self.addr)).unwrap();
-        for _ in 0..600 {
-            if let Ok(channel) = endpoint.connect().await {
-                return channel;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("classifier did not come up");
-    }
-
     pub(crate) async fn client_for(&self, caller: Caller) -> Client {
         let token = TokenMinter::new(&self.config.identity).mint(&caller).unwrap();
-        ClassifierServiceClient::with_interceptor(self.channel().await, Token(token))
+        ClassifierServiceClient::with_interceptor(
+            codingagent_testkit::connect(self.addr).await,
+            StaticToken::new(Some(token)),
+        )
     }
 
     pub(crate) async fn user(&self, name: &str) -> Client {
@@ -110,16 +101,6 @@ impl Classifier {
         .fetch_all(&self.pool)
         .await
         .unwrap()
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Token(String);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(IDENTITY_HEADER, MetadataValue::try_from(self.0.as_str()).unwrap());
-        Ok(request)
     }
 }
 

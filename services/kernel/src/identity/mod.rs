@@ -12,7 +12,7 @@ mod outbound;
 mod token;
 
 pub use layer::{AuthLayer, caller};
-pub use outbound::{OnBehalfOf, OutboundIdentity};
+pub use outbound::{OnBehalfOf, OutboundIdentity, StaticToken};
 pub use token::{Caller, IdentityError, OPERATOR_ROLE, PrincipalKind, TokenMinter, TokenVerifier};
 
 /// Metadata key carrying the internal identity token.

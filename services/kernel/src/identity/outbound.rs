@@ -62,3 +62,25 @@ impl tonic::service::Interceptor for OutboundIdentity {
         Ok(request)
     }
 }
+
+/// A tonic interceptor for clients that hold a token minted elsewhere (the `codingagent`
+/// command, tests): every call carries it; `None` sends calls without one.
+#[derive(Debug, Clone)]
+pub struct StaticToken(Option<Arc<str>>);
+
+impl StaticToken {
+    pub fn new(token: Option<String>) -> Self {
+        Self(token.map(Into::into))
+    }
+}
+
+impl tonic::service::Interceptor for StaticToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            let value = MetadataValue::try_from(token.as_ref())
+                .map_err(|_| Status::invalid_argument("the identity token is not a valid header value"))?;
+            request.metadata_mut().insert(IDENTITY_HEADER, value);
+        }
+        Ok(request)
+    }
+}

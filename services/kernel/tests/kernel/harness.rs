@@ -1,7 +1,7 @@
 //! A probe service served through the kernel's real server skeleton on port 0.
 
 use codingagent_kernel::config::{IdentityConfig, ServerConfig};
-use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, TokenMinter, caller};
+use codingagent_kernel::identity::{Caller, StaticToken, TokenMinter, caller};
 use codingagent_kernel::server::{DependencyCheck, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
 use codingagent_kernel::{CancellationToken, error};
@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -116,27 +115,14 @@ impl TestServer {
     pub(crate) async fn client(
         &self,
         token: Option<String>,
-    ) -> ProbeServiceClient<InterceptedService<Channel, WithToken>> {
-        ProbeServiceClient::with_interceptor(self.channel().await, WithToken(token))
+    ) -> ProbeServiceClient<InterceptedService<Channel, StaticToken>> {
+        ProbeServiceClient::with_interceptor(self.channel().await, StaticToken::new(token))
     }
 
     pub(crate) async fn client_as(
         &self,
         user: &str,
-    ) -> ProbeServiceClient<InterceptedService<Channel, WithToken>> {
+    ) -> ProbeServiceClient<InterceptedService<Channel, StaticToken>> {
         self.client(Some(self.token_for(user))).await
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct WithToken(pub Option<String>);
-
-impl tonic::service::Interceptor for WithToken {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(token) = &self.0 {
-            let value = MetadataValue::try_from(token.as_str()).map_err(|_| Status::internal("bad token"))?;
-            request.metadata_mut().insert(IDENTITY_HEADER, value);
-        }
-        Ok(request)
     }
 }

@@ -46,6 +46,15 @@ async fn retries_replay_the_first_response_and_act_once() {
     assert_ne!(create_thing(&pool, "bob", "req-1").await, first);
     assert_eq!(things(&pool).await, 2);
 
+    // Without a request_id nothing is replayed or remembered: every call acts.
+    let keys_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(&pool).await.unwrap();
+    assert_ne!(create_thing(&pool, "dave", "").await, create_thing(&pool, "dave", "").await);
+    assert_eq!(things(&pool).await, 4);
+    let keys_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(&pool).await.unwrap();
+    assert_eq!(keys_after, keys_before);
+
     // Five racing retries: one acts, all get its answer.
     let racing = (0..5).map(|_| {
         let pool = pool.clone();
@@ -54,7 +63,7 @@ async fn retries_replay_the_first_response_and_act_once() {
     let answers: Vec<SleepResponse> =
         futures::future::join_all(racing).await.into_iter().map(Result::unwrap).collect();
     assert!(answers.iter().all(|a| a == &answers[0]));
-    assert_eq!(things(&pool).await, 3);
+    assert_eq!(things(&pool).await, 5);
 
     // Responses expire after the retention period.
     assert_eq!(idempotency::purge(&pool).await.unwrap(), 0);

@@ -2,18 +2,17 @@
 
 use codingagent_kernel::CancellationToken;
 use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
-use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, OPERATOR_ROLE, TokenMinter};
+use codingagent_kernel::identity::{Caller, OPERATOR_ROLE, StaticToken, TokenMinter};
 use codingagent_llm::Config;
 use codingagent_llm::config::{OllamaConfig, OpenAiConfig};
 use codingagent_proto::codingagent::llm::v1 as pb;
 use codingagent_proto::codingagent::llm::v1::llm_service_client::LlmServiceClient;
 use codingagent_testkit::{TestDatabase, unique_name};
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use wiremock::MockServer;
 
-pub(crate) type Client = LlmServiceClient<InterceptedService<Channel, Token>>;
+pub(crate) type Client = LlmServiceClient<InterceptedService<Channel, StaticToken>>;
 
 /// The real model server `./dev` starts.
 pub(crate) fn local_base_url() -> String {
@@ -100,20 +99,12 @@ impl Llm {
         llm
     }
 
-    async fn channel(&self) -> Channel {
-        let endpoint = Channel::from_shared(format!("http://{}", self.addr)).unwrap();
-        for _ in 0..100 {
-            if let Ok(channel) = endpoint.connect().await {
-                return channel;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("llm service did not come up");
-    }
-
     pub(crate) async fn client_for(&self, caller: Caller) -> Client {
         let token = TokenMinter::new(&self.config.identity).mint(&caller).unwrap();
-        LlmServiceClient::with_interceptor(self.channel().await, Token(token))
+        LlmServiceClient::with_interceptor(
+            codingagent_testkit::connect(self.addr).await,
+            StaticToken::new(Some(token)),
+        )
     }
 
     pub(crate) async fn user(&self, name: &str) -> Client {
@@ -157,16 +148,6 @@ impl Llm {
             .iter()
             .filter(|r| r.url.path() == path)
             .count()
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Token(String);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(IDENTITY_HEADER, MetadataValue::try_from(self.0.as_str()).unwrap());
-        Ok(request)
     }
 }
 
