@@ -16,6 +16,7 @@ pub(crate) struct ServiceEntry {
 const SERVICES: &[ServiceEntry] = &[
     ServiceEntry { name: "llm", run: |args| Box::pin(codingagent_llm::run(args)) },
     ServiceEntry { name: "classifier", run: |args| Box::pin(codingagent_classifier::run(args)) },
+    ServiceEntry { name: "chat", run: |args| Box::pin(codingagent_chat::run(args)) },
 ];
 
 pub(crate) fn print_list() {

@@ -6,13 +6,14 @@ use crate::config::RedisConfig;
 use fred::prelude::{ClientLike, Config, ReconnectPolicy};
 use std::time::Duration;
 
+pub use fred::clients::SubscriberClient;
 pub use fred::prelude::Client as RedisClient;
 
-/// Builds a client and starts connecting without waiting for the first connection.
-pub fn connect(config: &RedisConfig) -> Result<RedisClient, fred::error::Error> {
+fn builder(config: &RedisConfig) -> Result<fred::types::Builder, fred::error::Error> {
     let mut redis_config = Config::from_url(config.url.expose())?;
     redis_config.fail_fast = true;
-    let client = fred::types::Builder::from_config(redis_config)
+    let mut builder = fred::types::Builder::from_config(redis_config);
+    builder
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);
             c.internal_command_timeout = Duration::from_secs(2);
@@ -20,10 +21,24 @@ pub fn connect(config: &RedisConfig) -> Result<RedisClient, fred::error::Error> 
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(1);
         })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()?;
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    Ok(builder)
+}
+
+/// Builds a client and starts connecting without waiting for the first connection.
+pub fn connect(config: &RedisConfig) -> Result<RedisClient, fred::error::Error> {
+    let client = builder(config)?.build()?;
     // The handle ends only when the client quits; dropping it does not stop the connection.
     drop(client.connect());
+    Ok(client)
+}
+
+/// A pub/sub client on its own connection, connecting in the background like [`connect`],
+/// that subscribes again to its channels and patterns after every reconnect.
+pub fn subscriber(config: &RedisConfig) -> Result<SubscriberClient, fred::error::Error> {
+    let client = builder(config)?.build_subscriber_client()?;
+    drop(client.connect());
+    drop(client.manage_subscriptions());
     Ok(client)
 }
 

@@ -67,10 +67,21 @@ impl TestDatabase {
     }
 }
 
+/// A path in the checkout under test. Resolved when the test runs, from the
+/// `CARGO_MANIFEST_DIR` cargo sets for it: test binaries are shared by every checkout that
+/// uses the same `CARGO_TARGET_DIR` (cargo hashes packages relative to their workspace), so
+/// a path baked in at compile time can name another, even a deleted, checkout.
+pub fn repo_path(relative: &str) -> std::path::PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from);
+    let start = manifest.or_else(|| std::env::current_dir().ok()).unwrap_or_default();
+    let root = start.ancestors().find(|dir| dir.join("Cargo.lock").exists()).unwrap_or(&start).to_path_buf();
+    root.join(relative)
+}
+
 /// Runs `./dev` with `args`, e.g. `["stop", "kafka"]`, for tests that simulate outages of the
 /// shared infrastructure. Such tests are `#[ignore]`d and run serially by `./dev test`.
 pub fn dev(args: &[&str]) -> anyhow::Result<()> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev");
+    let script = repo_path("dev");
     let status = std::process::Command::new(script).args(args).status()?;
     anyhow::ensure!(status.success(), "./dev {} failed with {status}", args.join(" "));
     Ok(())

@@ -174,7 +174,7 @@ async fn a_published_event_decodes_with_tools_no_one_here_wrote() {
 
     // kcat reads the raw record value; protoc decodes it with the contract alone.
     let value = kcat_first_record(&fixture, "%s");
-    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
+    let proto_root = codingagent_testkit::repo_path("proto").display().to_string();
     let mut protoc = Command::new(protoc_bin_vendored::protoc_bin_path().unwrap())
         .arg("--decode=codingagent.events.v1.TaskCreated")
         .arg(format!("--proto_path={proto_root}"))

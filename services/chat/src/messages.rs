@@ -1,0 +1,267 @@
+//! Message RPCs: post, list (both directions, latest page cached), edit and delete.
+
+use crate::access::{Role, is_author, role};
+use crate::conversations::visible;
+use crate::convert::{actor, now};
+use crate::engine::Engine;
+use crate::error::{ChatError, Result};
+use crate::store::{self, Change};
+use crate::validate::Violations;
+use codingagent_kernel::idempotency::Key;
+use codingagent_kernel::identity::Caller;
+use codingagent_kernel::kafka::{enqueue, topics};
+use codingagent_kernel::pagination;
+use codingagent_proto::codingagent::chat::v1 as pb;
+use codingagent_proto::codingagent::events::v1 as events;
+use pb::conversation_event::Event;
+use uuid::Uuid;
+
+const MAX_ATTACHMENTS: usize = 10;
+
+pub(crate) async fn post(
+    engine: &Engine,
+    caller: &Caller,
+    request: pb::PostMessageRequest,
+) -> Result<pb::PostMessageResponse> {
+    let mut v = Violations::default();
+    let conversation_id = v.id("conversation_id", &request.conversation_id);
+    v.text("text", &request.text, !request.attachment_ids.is_empty());
+    if request.attachment_ids.len() > MAX_ATTACHMENTS {
+        v.add("attachment_ids", format!("at most {MAX_ATTACHMENTS} attachments"));
+    }
+    for (index, _) in request.attachment_ids.iter().enumerate() {
+        // Uploads are not offered yet, so no id can name an upload of this caller.
+        v.add(&format!("attachment_ids[{index}]"), "is not an upload of yours in this conversation");
+    }
+    let reply_to = v.optional_id("reply_to_message_id", &request.reply_to_message_id);
+    if request.task_id.chars().count() > 128 {
+        v.add("task_id", "at most 128 characters");
+    }
+    v.request_id(&request.request_id);
+    v.finish()?;
+    let id = conversation_id.unwrap_or_default();
+    let author = actor(caller);
+    let key = Key { caller: &caller.subject, method: "PostMessage", request_id: &request.request_id };
+    let mut tx = engine.pool.begin().await?;
+    if let Some(done) = key.replay(&mut tx).await? {
+        return Ok(done);
+    }
+    let conversation = store::conversation_by_id(&mut tx, id, true)
+        .await?
+        .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
+    role(&conversation, caller)?;
+    if let Some(reply_to) = reply_to
+        && !store::message_in(&mut tx, id, reply_to).await?
+    {
+        return Err(ChatError::invalid("reply_to_message_id", "is not a message of this conversation"));
+    }
+    let seq = store::next_seq(&mut tx, id, Change::Messages(1)).await?;
+    let new = store::NewMessage {
+        id: Uuid::now_v7(),
+        conversation_id: id,
+        seq,
+        author: &author,
+        text: &request.text,
+        reply_to,
+        task_id: &request.task_id,
+    };
+    let message = store::insert_message(&mut tx, &new).await?;
+    let recorded = engine.record(&mut tx, id, seq, Event::MessagePosted(message.clone())).await?;
+    let event = events::MessagePosted {
+        conversation_id: id.to_string(),
+        actor: Some(author),
+        occur_time: message.create_time,
+        message: Some(message.clone()),
+        conversation_owner: conversation.owner,
+    };
+    enqueue(&mut tx, topics::CHAT, &id.to_string(), &event).await?;
+    let response = pb::PostMessageResponse { message: Some(message) };
+    key.remember(&mut tx, &response).await?;
+    tx.commit().await?;
+    engine.announce(recorded).await;
+    Ok(response)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MessageCursor {
+    forward: bool,
+    seq: i64,
+    conversation: Uuid,
+}
+
+pub(crate) async fn list(
+    engine: &Engine,
+    caller: &Caller,
+    request: pb::ListMessagesRequest,
+) -> Result<pb::ListMessagesResponse> {
+    let mut v = Violations::default();
+    let id = v.id("conversation_id", &request.conversation_id);
+    if request.anchor_seq < 0 {
+        v.add("anchor_seq", "must not be negative");
+    }
+    if request.page_size < 0 {
+        v.add("page_size", "must not be negative");
+    }
+    let direction = pb::ListMessagesDirection::try_from(request.direction);
+    if direction.is_err() {
+        v.add("direction", "unknown direction");
+    }
+    v.finish()?;
+    let id = id.unwrap_or_default();
+    let limit = pagination::page_size(request.page_size, 50, 200)?;
+    let forward = direction == Ok(pb::ListMessagesDirection::Forward);
+    let cursor: Option<MessageCursor> = pagination::decode(&request.page_token)?;
+    if cursor.as_ref().is_some_and(|c| c.forward != forward || c.conversation != id) {
+        return Err(ChatError::invalid("page_token", "was issued for another conversation or direction"));
+    }
+    visible(engine, caller, id).await?;
+    let anchor = cursor.map_or(request.anchor_seq, |c| c.seq);
+    let latest_page = !forward && anchor == 0 && limit as usize <= engine.cache.size;
+    let mut rows = if latest_page { latest(engine, id).await? } else { Vec::new() };
+    if latest_page {
+        // The cache holds `cache.size` messages; ask for one more page item than needed to
+        // know whether older ones exist.
+        let start = rows.len().saturating_sub(limit as usize + 1);
+        rows.drain(..start);
+    } else {
+        rows = store::list_messages(&engine.pool, id, forward, anchor, limit + 1).await?;
+    }
+    let more = rows.len() as i64 > limit;
+    if more {
+        // Keep the `limit` messages nearest the anchor.
+        if forward { rows.truncate(limit as usize) } else { rows.drain(..1).for_each(drop) }
+    }
+    let next_page_token = match (more, forward) {
+        (true, true) => {
+            rows.last().map(|m| pagination::encode(&MessageCursor { forward, seq: m.seq, conversation: id }))
+        }
+        (true, false) => {
+            rows.first().map(|m| pagination::encode(&MessageCursor { forward, seq: m.seq, conversation: id }))
+        }
+        (false, _) => None,
+    }
+    .unwrap_or_default();
+    Ok(pb::ListMessagesResponse { messages: rows, next_page_token })
+}
+
+/// The newest messages, from the cache when it is current.
+async fn latest(engine: &Engine, id: Uuid) -> Result<Vec<pb::Message>> {
+    let stamp = match engine.cache.get(id).await {
+        Ok(messages) => return Ok(messages),
+        Err(stamp) => stamp,
+    };
+    // One more than the cache keeps, so a full cached page still knows older messages exist.
+    let rows = store::list_messages(&engine.pool, id, false, 0, engine.cache.size as i64 + 1).await?;
+    if let Some(stamp) = stamp {
+        engine.cache.put(id, stamp, &rows).await;
+    }
+    Ok(rows)
+}
+
+/// The message with `id` in a conversation the caller can see, and the caller's role there.
+async fn target(
+    caller: &Caller,
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<(pb::Message, store::Conversation, Role)> {
+    let message =
+        store::message_by_id(tx, id).await?.ok_or_else(|| ChatError::not_found("message", id.to_string()))?;
+    let conversation_id = Uuid::parse_str(&message.conversation_id).unwrap_or_default();
+    // Lock the conversation: edits and deletes take seqs like posts do.
+    let conversation = store::conversation_by_id(tx, conversation_id, true)
+        .await?
+        .ok_or_else(|| ChatError::not_found("message", id.to_string()))?;
+    let role = role(&conversation, caller).map_err(|_| ChatError::not_found("message", id.to_string()))?;
+    Ok((message, conversation, role))
+}
+
+pub(crate) async fn edit(
+    engine: &Engine,
+    caller: &Caller,
+    request: pb::EditMessageRequest,
+) -> Result<pb::EditMessageResponse> {
+    let mut v = Violations::default();
+    let id = v.id("message_id", &request.message_id);
+    v.text("text", &request.text, false);
+    v.request_id(&request.request_id);
+    v.finish()?;
+    let id = id.unwrap_or_default();
+    let key = Key { caller: &caller.subject, method: "EditMessage", request_id: &request.request_id };
+    let mut tx = engine.pool.begin().await?;
+    if let Some(done) = key.replay(&mut tx).await? {
+        return Ok(done);
+    }
+    let (message, conversation, _) = target(caller, &mut tx, id).await?;
+    let by = actor(caller);
+    if !is_author(message.author.as_ref(), &by) {
+        return Err(ChatError::Denied("AUTHOR_REQUIRED", "only a message's author may edit it".into()));
+    }
+    if message.delete_time.is_some() {
+        return Err(ChatError::FailedPrecondition(
+            "MESSAGE_DELETED",
+            "a deleted message cannot be edited".into(),
+        ));
+    }
+    let seq = store::next_seq(&mut tx, conversation.id, Change::Messages(0)).await?;
+    let edited = store::edit_message(&mut tx, id, &request.text).await?;
+    let recorded = engine.record(&mut tx, conversation.id, seq, Event::MessageEdited(edited.clone())).await?;
+    let event = events::MessageEdited {
+        conversation_id: conversation.proto.id.clone(),
+        actor: Some(by),
+        occur_time: edited.edit_time,
+        message: Some(edited.clone()),
+        previous_text: message.text,
+    };
+    enqueue(&mut tx, topics::CHAT, &conversation.proto.id, &event).await?;
+    let response = pb::EditMessageResponse { message: Some(edited) };
+    key.remember(&mut tx, &response).await?;
+    tx.commit().await?;
+    engine.announce(recorded).await;
+    Ok(response)
+}
+
+pub(crate) async fn delete(
+    engine: &Engine,
+    caller: &Caller,
+    request: pb::DeleteMessageRequest,
+) -> Result<pb::DeleteMessageResponse> {
+    let mut v = Violations::default();
+    let id = v.id("message_id", &request.message_id);
+    v.request_id(&request.request_id);
+    v.finish()?;
+    let id = id.unwrap_or_default();
+    let key = Key { caller: &caller.subject, method: "DeleteMessage", request_id: &request.request_id };
+    let mut tx = engine.pool.begin().await?;
+    if let Some(done) = key.replay(&mut tx).await? {
+        return Ok(done);
+    }
+    let (message, conversation, role) = target(caller, &mut tx, id).await?;
+    let by = actor(caller);
+    if !(is_author(message.author.as_ref(), &by) || role == Role::Owner) {
+        return Err(ChatError::Denied(
+            "AUTHOR_OR_OWNER_REQUIRED",
+            "only the author or the conversation's owner may delete a message".into(),
+        ));
+    }
+    if message.delete_time.is_some() {
+        // Deleting again changes nothing and says so by returning the same tombstone.
+        return Ok(pb::DeleteMessageResponse { message: Some(message) });
+    }
+    let seq = store::next_seq(&mut tx, conversation.id, Change::Messages(-1)).await?;
+    let tombstone = store::tombstone(&mut tx, id).await?;
+    let recorded =
+        engine.record(&mut tx, conversation.id, seq, Event::MessageDeleted(tombstone.clone())).await?;
+    let event = events::MessageDeleted {
+        conversation_id: conversation.proto.id.clone(),
+        actor: Some(by),
+        occur_time: Some(now()),
+        message_id: tombstone.id.clone(),
+        message_seq: tombstone.seq,
+    };
+    enqueue(&mut tx, topics::CHAT, &conversation.proto.id, &event).await?;
+    let response = pb::DeleteMessageResponse { message: Some(tombstone) };
+    key.remember(&mut tx, &response).await?;
+    tx.commit().await?;
+    engine.announce(recorded).await;
+    Ok(response)
+}

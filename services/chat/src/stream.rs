@@ -1,0 +1,240 @@
+//! StreamConversation: replay the durable events after `after_seq` from PostgreSQL, then
+//! follow the live fan-out, never skipping or repeating a durable event. The subscription
+//! starts before the replay, so nothing published meanwhile is lost; live durable events at
+//! or below the last delivered seq are dropped, and one above it by more than one means
+//! pub/sub lost something, which is then read from PostgreSQL. A heartbeat on idle streams
+//! also reads anything newer, which covers a lost *last* event and Redis being down.
+//! While the stream is open its caller is present in the conversation.
+
+use crate::access::role;
+use crate::convert::{actor, now};
+use crate::engine::Engine;
+use crate::error::{ChatError, Result};
+use crate::store;
+use crate::validate::Violations;
+use codingagent_kernel::identity::Caller;
+use codingagent_proto::codingagent::chat::v1 as pb;
+use codingagent_proto::codingagent::common::v1::Actor;
+use futures::Stream;
+use pb::conversation_event::Event;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::RecvError;
+use tonic::Status;
+use uuid::Uuid;
+
+/// Durable events read from the database per query.
+const BATCH: i64 = 500;
+
+pub(crate) type EventStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<pb::StreamConversationResponse, Status>> + Send>>;
+
+fn durable(event: &pb::ConversationEvent) -> bool {
+    !matches!(event.event, Some(Event::Typing(_) | Event::Presence(_) | Event::Heartbeat(_)) | None)
+}
+
+fn ends(event: &pb::ConversationEvent) -> bool {
+    matches!(event.event, Some(Event::ConversationDeleted(_)))
+}
+
+fn item(event: pb::ConversationEvent) -> pb::StreamConversationResponse {
+    pb::StreamConversationResponse { event: Some(event) }
+}
+
+/// Validates, authorizes and opens the stream.
+pub(crate) async fn open(
+    engine: Arc<Engine>,
+    caller: &Caller,
+    request: pb::StreamConversationRequest,
+) -> Result<EventStream> {
+    let mut v = Violations::default();
+    let id = v.id("conversation_id", &request.conversation_id);
+    if request.after_seq < 0 {
+        v.add("after_seq", "must not be negative");
+    }
+    v.finish()?;
+    let id = id.unwrap_or_default();
+    let conversation = {
+        let mut conn = engine.pool.acquire().await?;
+        store::conversation_by_id(&mut conn, id, false)
+            .await?
+            .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?
+    };
+    role(&conversation, caller)?;
+    if request.after_seq > conversation.proto.last_seq {
+        return Err(ChatError::OutOfRange(format!(
+            "after_seq {} is beyond the conversation's last seq {}",
+            request.after_seq, conversation.proto.last_seq
+        )));
+    }
+    Ok(Box::pin(follow(engine, id, actor(caller), request.after_seq)))
+}
+
+/// Marks the caller present for as long as the stream lives, and absent when it is dropped
+/// (the client went away or the stream ended).
+struct PresenceGuard {
+    engine: Arc<Engine>,
+    conversation: Uuid,
+    actor: Actor,
+    connection: Uuid,
+}
+
+/// Tells the conversation that `actor` now has `count` open streams there.
+async fn announce_presence(engine: &Engine, conversation: Uuid, actor: &Actor, count: i32) {
+    let state = if count > 0 { pb::PresenceState::Online } else { pb::PresenceState::Offline };
+    let presence = pb::Presence {
+        actor: Some(actor.clone()),
+        state: state as i32,
+        last_seen_time: Some(now()),
+        connection_count: count,
+    };
+    let seq = last_seq(engine, conversation).await;
+    engine
+        .announce_ephemeral(
+            conversation,
+            seq,
+            Event::Presence(pb::PresenceEvent { presence: Some(presence) }),
+        )
+        .await;
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        let (engine, conversation, actor, connection) =
+            (self.engine.clone(), self.conversation, self.actor.clone(), self.connection);
+        tokio::spawn(async move {
+            if let Ok(count) = engine.presence.leave(conversation, &actor, connection).await {
+                announce_presence(&engine, conversation, &actor, count).await;
+            }
+        });
+    }
+}
+
+async fn last_seq(engine: &Engine, conversation: Uuid) -> i64 {
+    let mut conn = match engine.pool.acquire().await {
+        Ok(conn) => conn,
+        Err(_) => return 0,
+    };
+    store::conversation_by_id(&mut conn, conversation, false)
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |c| c.proto.last_seq)
+}
+
+fn follow(
+    engine: Arc<Engine>,
+    conversation: Uuid,
+    actor: Actor,
+    after_seq: i64,
+) -> impl Stream<Item = Result<pb::StreamConversationResponse, Status>> {
+    async_stream::try_stream! {
+        let mut live = engine.fanout.subscribe(conversation);
+        let guard = PresenceGuard { engine: engine.clone(), conversation, actor, connection: Uuid::new_v4() };
+        match engine.presence.join(conversation, &guard.actor, guard.connection).await {
+            Ok(count) => announce_presence(&engine, conversation, &guard.actor, count).await,
+            Err(error) => tracing::warn!(%error, "presence unavailable; the stream goes on without it"),
+        }
+        let mut last = after_seq;
+        let mut typing: HashMap<(i32, String), (Actor, Instant)> = HashMap::new();
+        let heartbeat_every = Duration::from_secs(engine.config.heartbeat_secs);
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
+        let renew_every = engine.presence.ttl() / 3;
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        let mut typing_check = tokio::time::interval(Duration::from_millis(500));
+        // Everything missed so far, from the database.
+        let mut backlog = catch_up(&engine, conversation, last).await?;
+        loop {
+            let full = backlog.len() as i64 == BATCH;
+            for event in backlog.drain(..) {
+                if event.seq <= last {
+                    continue;
+                }
+                last = event.seq;
+                let end = ends(&event);
+                yield item(event);
+                if end {
+                    return;
+                }
+            }
+            if full {
+                // A long replay: keep reading before waiting for anything live.
+                backlog = catch_up(&engine, conversation, last).await?;
+                continue;
+            }
+            let wake = tokio::select! {
+                received = live.recv() => Wake::Live(received),
+                _ = heartbeat.tick() => Wake::Heartbeat,
+                _ = renew.tick() => Wake::Renew,
+                _ = typing_check.tick() => Wake::TypingCheck,
+            };
+            match wake {
+                Wake::Live(Ok(event)) if durable(&event) => {
+                    if event.seq == last + 1 {
+                        backlog.push((*event).clone());
+                    } else if event.seq > last + 1 {
+                        // Pub/sub lost something in between: the database has it all.
+                        backlog = catch_up(&engine, conversation, last).await?;
+                    }
+                }
+                Wake::Live(Ok(event)) => {
+                    if let Some(Event::Typing(signal)) = &event.event
+                        && let Some(who) = &signal.actor
+                    {
+                        let key = (who.kind, who.id.clone());
+                        if signal.typing {
+                            let lasts = Duration::from_secs(engine.config.typing_ttl_secs);
+                            typing.insert(key, (who.clone(), Instant::now() + lasts));
+                        } else {
+                            typing.remove(&key);
+                        }
+                    }
+                    let mut event = (*event).clone();
+                    event.seq = last;
+                    yield item(event);
+                }
+                Wake::Live(Err(RecvError::Lagged(_))) => backlog = catch_up(&engine, conversation, last).await?,
+                Wake::Live(Err(RecvError::Closed)) => live = engine.fanout.subscribe(conversation),
+                Wake::Heartbeat => {
+                    backlog = catch_up(&engine, conversation, last).await?;
+                    if backlog.is_empty() {
+                        let beat = pb::Heartbeat { server_time: Some(now()) };
+                        yield item(pb::ConversationEvent { seq: last, time: Some(now()), event: Some(Event::Heartbeat(beat)) });
+                    }
+                }
+                Wake::Renew => {
+                    let _ = engine.presence.join(conversation, &guard.actor, guard.connection).await;
+                }
+                Wake::TypingCheck => {
+                    let lapsed: Vec<(i32, String)> =
+                        typing.iter().filter(|(_, (_, until))| *until <= Instant::now()).map(|(k, _)| k.clone()).collect();
+                    for key in lapsed {
+                        if let Some((who, _)) = typing.remove(&key) {
+                            let stopped = pb::TypingEvent { actor: Some(who), typing: false, expire_time: None };
+                            yield item(pb::ConversationEvent { seq: last, time: Some(now()), event: Some(Event::Typing(stopped)) });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What woke a stream up.
+enum Wake {
+    Live(Result<crate::fanout::Event, RecvError>),
+    Heartbeat,
+    Renew,
+    TypingCheck,
+}
+
+/// Durable events after `after` from the database (up to one batch; a longer gap is read
+/// in further batches as the stream drains them).
+async fn catch_up(
+    engine: &Engine,
+    conversation: Uuid,
+    after: i64,
+) -> Result<Vec<pb::ConversationEvent>, Status> {
+    store::events_after(&engine.pool, conversation, after, BATCH).await.map_err(|e| ChatError::from(e).into())
+}

@@ -1,0 +1,131 @@
+//! One chat service per test (or two sharing a database and Redis), with its own database.
+
+use codingagent_chat::Config;
+use codingagent_kernel::CancellationToken;
+use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
+use codingagent_kernel::identity::{Caller, StaticToken, TokenMinter};
+use codingagent_proto::codingagent::chat::v1 as pb;
+use codingagent_proto::codingagent::chat::v1::chat_service_client::ChatServiceClient;
+use codingagent_testkit::TestDatabase;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub(crate) type Client = ChatServiceClient<InterceptedService<Channel, StaticToken>>;
+
+pub(crate) struct Chat {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) config: Config,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    database: Option<TestDatabase>,
+}
+
+pub(crate) async fn config(database: &TestDatabase) -> Config {
+    let mut config = Config::default();
+    config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.shutdown_grace_secs = 2;
+    config.database = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
+    config.redis = RedisConfig { url: Secret::new(codingagent_testkit::redis_url()) };
+    config.kafka = KafkaConfig {
+        bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
+        relay_poll_ms: 100,
+        ..KafkaConfig::default()
+    };
+    config.heartbeat_secs = 1;
+    config.presence_ttl_secs = 3;
+    config.typing_ttl_secs = 1;
+    config
+}
+
+impl Chat {
+    pub(crate) async fn start() -> Self {
+        let database = TestDatabase::create().await.unwrap();
+        let config = config(&database).await;
+        Self::start_with(config, Some(database)).await
+    }
+
+    /// A service on `config`; `database` is dropped with it when given.
+    pub(crate) async fn start_with(config: Config, database: Option<TestDatabase>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(codingagent_chat::serve(config.clone(), listener, shutdown.clone()));
+        let chat = Self { addr, config, shutdown, handle, database };
+        // The port accepts connections before migrations are done; wait until it answers.
+        let mut probe = chat.user("probe").await;
+        for _ in 0..600 {
+            if probe.list_conversations(pb::ListConversationsRequest::default()).await.is_ok() {
+                return chat;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("chat did not answer");
+    }
+
+    /// A second replica on the same database and Redis.
+    pub(crate) async fn replica(&self) -> Self {
+        Self::start_with(self.config.clone(), None).await
+    }
+
+    pub(crate) async fn client_for(&self, caller: Caller) -> Client {
+        let token = TokenMinter::new(&self.config.identity).mint(&caller).unwrap();
+        ChatServiceClient::with_interceptor(
+            codingagent_testkit::connect(self.addr).await,
+            StaticToken::new(Some(token)),
+        )
+    }
+
+    pub(crate) async fn user(&self, name: &str) -> Client {
+        self.client_for(Caller::user(name)).await
+    }
+
+    pub(crate) fn token(&self, name: &str) -> String {
+        TokenMinter::new(&self.config.identity).mint(&Caller::user(name)).unwrap()
+    }
+
+    /// The service's Prometheus exposition.
+    pub(crate) async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: chat\r\nconnection: close\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+        if let Some(database) = self.database.take() {
+            database.drop_database().await.unwrap();
+        }
+    }
+}
+
+/// The field violations of an INVALID_ARGUMENT status.
+pub(crate) fn violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+pub(crate) async fn conversation(client: &mut Client, title: &str, members: &[&str]) -> pb::Conversation {
+    let request = pb::CreateConversationRequest {
+        title: title.into(),
+        member_ids: members.iter().map(|m| (*m).to_owned()).collect(),
+        request_id: String::new(),
+    };
+    client.create_conversation(request).await.unwrap().into_inner().conversation.unwrap()
+}
+
+pub(crate) async fn post(client: &mut Client, conversation: &str, text: &str) -> pb::Message {
+    let request = pb::PostMessageRequest {
+        conversation_id: conversation.into(),
+        text: text.into(),
+        ..Default::default()
+    };
+    client.post_message(request).await.unwrap().into_inner().message.unwrap()
+}
