@@ -95,7 +95,7 @@ mod tests {
     use codingagent_kernel::config::{ConfigArgs, load_with_env};
 
     fn load_file(path: &str) -> Result<Config, ConfigError> {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
+        let file = codingagent_testkit::repo_path(path);
         load_with_env(&ConfigArgs { file: Some(file), ..ConfigArgs::default() }, Vec::new())
     }
 

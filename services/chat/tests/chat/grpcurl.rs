@@ -5,7 +5,7 @@ use crate::harness::Chat;
 #[tokio::test]
 async fn the_grpcurl_walkthrough_creates_posts_searches_and_streams() {
     let chat = Chat::start().await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/grpcurl-demo.sh");
+    let script = codingagent_testkit::repo_path("services/chat/scripts/grpcurl-demo.sh");
     let (addr, token) = (chat.addr.to_string(), chat.token("alice"));
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(script).args([&addr, &token]).output()

@@ -159,6 +159,12 @@ async fn presence_follows_open_streams_and_typing_signals_lapse() {
     assert!(states.contains(&("alice".into(), pb::PresenceState::Online as i32)), "{states:?}");
     assert!(states.contains(&("bob".into(), pb::PresenceState::Online as i32)), "{states:?}");
 
+    let mut eve = chat.user("eve").await;
+    let peek = pb::ListPresenceRequest { conversation_id: id.clone(), ..Default::default() };
+    assert_eq!(eve.list_presence(peek).await.unwrap_err().code(), Code::NotFound);
+    let intrude = pb::SetTypingRequest { conversation_id: id.clone(), typing: true };
+    assert_eq!(eve.set_typing(intrude).await.unwrap_err().code(), Code::NotFound);
+
     // Typing: delivered, limited to one per second, and lapsing into "stopped".
     let typing = pb::SetTypingRequest { conversation_id: id.clone(), typing: true };
     let expiry = alice.set_typing(typing.clone()).await.unwrap().into_inner().expire_time;
