@@ -68,7 +68,7 @@ pub(crate) async fn open(
             request.after_seq, conversation.proto.last_seq
         )));
     }
-    Ok(Box::pin(follow(engine, id, actor(caller), request.after_seq)))
+    Ok(Box::pin(follow(engine, id, caller.clone(), request.after_seq)))
 }
 
 /// Marks the caller present for as long as the stream lives, and absent when it is dropped
@@ -126,12 +126,12 @@ async fn last_seq(engine: &Engine, conversation: Uuid) -> i64 {
 fn follow(
     engine: Arc<Engine>,
     conversation: Uuid,
-    actor: Actor,
+    caller: Caller,
     after_seq: i64,
 ) -> impl Stream<Item = Result<pb::StreamConversationResponse, Status>> {
     async_stream::try_stream! {
         let mut live = engine.fanout.subscribe(conversation);
-        let guard = PresenceGuard { engine: engine.clone(), conversation, actor, connection: Uuid::new_v4() };
+        let guard = PresenceGuard { engine: engine.clone(), conversation, actor: actor(&caller), connection: Uuid::new_v4() };
         match engine.presence.join(conversation, &guard.actor, guard.connection).await {
             Ok(count) => announce_presence(&engine, conversation, &guard.actor, count).await,
             Err(error) => tracing::warn!(%error, "presence unavailable; the stream goes on without it"),
@@ -197,6 +197,8 @@ fn follow(
                 Wake::Live(Err(RecvError::Lagged(_))) => backlog = catch_up(&engine, conversation, last).await?,
                 Wake::Live(Err(RecvError::Closed)) => live = engine.fanout.subscribe(conversation),
                 Wake::Heartbeat => {
+                    // A member removed since the stream opened stops receiving at once.
+                    still_visible(&engine, conversation, &caller).await?;
                     backlog = catch_up(&engine, conversation, last).await?;
                     if backlog.is_empty() {
                         let beat = pb::Heartbeat { server_time: Some(now()) };
@@ -227,6 +229,19 @@ enum Wake {
     Heartbeat,
     Renew,
     TypingCheck,
+}
+
+/// NOT_FOUND once the caller may no longer see the conversation.
+async fn still_visible(engine: &Engine, conversation: Uuid, caller: &Caller) -> Result<(), Status> {
+    let mut conn = engine.pool.acquire().await.map_err(|e| Status::from(ChatError::from(e)))?;
+    let found = store::conversation_by_id(&mut conn, conversation, false)
+        .await
+        .map_err(|e| Status::from(ChatError::from(e)))?;
+    match found {
+        Some(found) => role(&found, caller).map(drop).map_err(Status::from),
+        // Deleted: the stream ends with the deletion event it has already delivered.
+        None => Ok(()),
+    }
 }
 
 /// Durable events after `after` from the database (up to one batch; a longer gap is read

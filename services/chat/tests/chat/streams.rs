@@ -130,6 +130,23 @@ async fn a_message_posted_on_one_replica_reaches_a_stream_on_another() {
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "every message, once, in order");
     let seqs: Vec<i64> = durable(&mut on_first, 20).await.into_iter().map(|(seq, _)| seq).collect();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    // Bob is removed from the conversation: his stream ends with NOT_FOUND within a heartbeat.
+    let remove = pb::UpdateConversationRequest {
+        conversation: Some(pb::Conversation { id: id.clone(), member_ids: vec![], ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["member_ids".into()] }),
+        request_id: String::new(),
+    };
+    alice.update_conversation(remove).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match on_second.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(status) => return status,
+            }
+        }
+    });
+    assert_eq!(ended.await.unwrap().code(), Code::NotFound);
     drop((on_first, on_second));
     second.stop().await;
     first.stop().await;
