@@ -30,8 +30,8 @@ export default function () {
     connected = true;
   }
   const n = Math.floor(Math.random() * 1e9);
-  const conversationId = conversations[n % conversations.length];
-  if (n % 10 === 0) {
+  const conversationId = conversations[Math.floor(Math.random() * conversations.length)];
+  if (Math.random() < 0.1) {
     const posted = client.invoke('codingagent.chat.v1.ChatService/PostMessage',
       { conversationId, text: `cache mix message ${n}: the build broke again after the merge` }, { metadata });
     check(posted, { 'post ok': (r) => r && r.status === grpc.StatusOK });

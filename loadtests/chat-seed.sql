@@ -3,12 +3,12 @@
 -- messages in all, whose texts are 1 to 3 real change descriptions from the classifier's seed
 -- corpus (loaded into chat_bench_corpus by chat-search.sh). Run against the dev database:
 --   psql -v users=2000 -v conversations=10 -v messages=1000000 -f loadtests/chat-seed.sql
-SET search_path TO chat;
+SET search_path TO chat, public;
 \timing on
 
 INSERT INTO conversations (id, owner, title, member_ids, created_at, last_activity_at)
 SELECT gen_random_uuid(), 'bench-' || u, 'bench conversation ' || c,
-       ARRAY['bench-' || ((u + 7) % :users), 'bench-' || ((u + 13) % :users)][1:1 + (c % 2)],
+       (ARRAY['bench-' || ((u + 7) % :users), 'bench-' || ((u + 13) % :users)])[1:1 + (c % 2)],
        now() - interval '400 days', now() - interval '400 days'
 FROM generate_series(1, :users) u, generate_series(1, :conversations) c;
 

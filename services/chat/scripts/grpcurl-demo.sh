@@ -2,6 +2,8 @@
 # The chat service from the command line with grpcurl: create a conversation, post, search,
 # and stream it. Usage: grpcurl-demo.sh HOST:PORT TOKEN (see services/chat/README.md).
 set -euo pipefail
+# grpcurl comes from PyPI into the checkout's .dev/venv (./dev tools).
+PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/.dev/venv/bin:$PATH"
 addr="${1:?usage: grpcurl-demo.sh HOST:PORT TOKEN}"
 token="${2:?usage: grpcurl-demo.sh HOST:PORT TOKEN}"
 call() { grpcurl -plaintext -H "x-codingagent-identity: $token" -d "$2" "$addr" "codingagent.chat.v1.ChatService/$1"; }

@@ -12,13 +12,28 @@ use codingagent_kernel::telemetry::metrics::Metrics;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, Value};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prost::Message as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use uuid::Uuid;
 
 const EPOCH_KEY: &str = "chat:recent-epoch";
+
+/// Where a newest-page read was served from.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Served {
+    source: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Cache,
+    Database,
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct RecentMessages {
@@ -28,6 +43,7 @@ pub(crate) struct RecentMessages {
     hits: Counter,
     misses: Counter,
     dirty: Arc<AtomicBool>,
+    latency: Family<Served, Histogram>,
 }
 
 /// The validity of an entry: (epoch, generation).
@@ -41,20 +57,26 @@ fn generation_key(conversation: Uuid) -> String {
     format!("chat:recent-gen:{conversation}")
 }
 
-/// An entry: the stamp it was built at (two big-endian i64), then the encoded page.
-fn encode(stamp: Stamp, messages: &[pb::Message]) -> Vec<u8> {
+/// An entry's contents: the conversation (for the access check) and its newest messages.
+pub(crate) type Entry = (pb::Conversation, Vec<pb::Message>);
+
+/// An entry: the stamp it was built at (two big-endian i64), the length-delimited
+/// conversation, then the encoded page.
+fn encode(stamp: Stamp, conversation: &pb::Conversation, messages: &[pb::Message]) -> Vec<u8> {
     let page = pb::ListMessagesResponse { messages: messages.to_vec(), next_page_token: String::new() };
     let mut bytes = stamp.0.to_be_bytes().to_vec();
     bytes.extend_from_slice(&stamp.1.to_be_bytes());
+    conversation.encode_length_delimited(&mut bytes).unwrap_or_default();
     page.encode(&mut bytes).unwrap_or_default();
     bytes
 }
 
-fn decode(bytes: &[u8]) -> Option<(Stamp, Vec<pb::Message>)> {
+fn decode(bytes: &[u8]) -> Option<(Stamp, Entry)> {
     let (epoch, rest) = bytes.split_at_checked(8)?;
-    let (generation, page) = rest.split_at_checked(8)?;
+    let (generation, mut rest) = rest.split_at_checked(8)?;
     let stamp = (i64::from_be_bytes(epoch.try_into().ok()?), i64::from_be_bytes(generation.try_into().ok()?));
-    Some((stamp, pb::ListMessagesResponse::decode(page).ok()?.messages))
+    let conversation = pb::Conversation::decode_length_delimited(&mut rest).ok()?;
+    Some((stamp, (conversation, pb::ListMessagesResponse::decode(rest).ok()?.messages)))
 }
 
 fn number(value: Option<&Value>) -> i64 {
@@ -70,6 +92,8 @@ impl RecentMessages {
             hits: Counter::default(),
             misses: Counter::default(),
             dirty: Arc::default(),
+            // 50 µs to about 0.8 s.
+            latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 15))),
         };
         metrics.register("chat_recent_cache_hits", "Latest-page reads served from Redis", cache.hits.clone());
         metrics.register(
@@ -77,12 +101,26 @@ impl RecentMessages {
             "Latest-page reads that went to PostgreSQL",
             cache.misses.clone(),
         );
+        metrics.register(
+            "chat_latest_page_seconds",
+            "Time to fetch and authorize a newest-page read, by where it was served from",
+            cache.latency.clone(),
+        );
         cache
+    }
+
+    /// Records how long a newest-page read took from `source`.
+    pub(crate) fn observe(&self, source: Source, took: std::time::Duration) {
+        let source = match source {
+            Source::Cache => "cache",
+            Source::Database => "database",
+        };
+        self.latency.get_or_create(&Served { source }).observe(took.as_secs_f64());
     }
 
     /// The cached newest messages (ascending seq), if the entry is current; otherwise the
     /// stamp to build a new entry at (`None` when the cache cannot be trusted now).
-    pub(crate) async fn get(&self, conversation: Uuid) -> Result<Vec<pb::Message>, Option<Stamp>> {
+    pub(crate) async fn get(&self, conversation: Uuid) -> Result<Entry, Option<Stamp>> {
         if self.dirty.load(Ordering::Acquire) && !self.bump_epoch().await {
             self.misses.inc();
             return Err(None);
@@ -95,9 +133,9 @@ impl RecentMessages {
         };
         let current = (number(values.get(1)), number(values.get(2)));
         match values.first().and_then(Value::as_bytes).and_then(decode) {
-            Some((built_at, messages)) if built_at == current => {
+            Some((built_at, entry)) if built_at == current => {
                 self.hits.inc();
-                Ok(messages)
+                Ok(entry)
             }
             _ => {
                 self.misses.inc();
@@ -106,18 +144,18 @@ impl RecentMessages {
         }
     }
 
-    /// Stores the newest messages, read from the database after `stamp` was current.
-    pub(crate) async fn put(&self, conversation: Uuid, stamp: Stamp, messages: &[pb::Message]) {
-        let stored: Result<(), _> = self
-            .redis
-            .set(
-                entry_key(conversation),
-                encode(stamp, messages),
-                Some(Expiration::EX(self.ttl_secs)),
-                None,
-                false,
-            )
-            .await;
+    /// Stores the conversation and its newest messages, read from the database after
+    /// `stamp` was current.
+    pub(crate) async fn put(
+        &self,
+        id: Uuid,
+        stamp: Stamp,
+        conversation: &pb::Conversation,
+        messages: &[pb::Message],
+    ) {
+        let entry = encode(stamp, conversation, messages);
+        let stored: Result<(), _> =
+            self.redis.set(entry_key(id), entry, Some(Expiration::EX(self.ttl_secs)), None, false).await;
         if let Err(error) = stored {
             tracing::debug!(%error, "cannot fill the recent-messages cache");
         }
@@ -172,7 +210,10 @@ mod tests {
     #[test]
     fn entries_round_trip_with_their_generation() {
         let messages = vec![pb::Message { id: "m".into(), seq: 7, text: "hi".into(), ..Default::default() }];
-        assert_eq!(decode(&encode((3, 42), &messages)), Some(((3, 42), messages)));
+        let conversation =
+            pb::Conversation { owner: "alice".into(), member_ids: vec!["bob".into()], ..Default::default() };
+        let entry = (conversation.clone(), messages.clone());
+        assert_eq!(decode(&encode((3, 42), &conversation, &messages)), Some(((3, 42), entry)));
         assert_eq!(decode(b"short"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Message RPCs: post, list (both directions, latest page cached), edit and delete.
 
 use crate::access::{Role, is_author, role};
+use crate::cache::Source;
 use crate::conversations::visible;
 use crate::convert::{actor, now};
 use crate::engine::Engine;
@@ -114,17 +115,22 @@ pub(crate) async fn list(
     if cursor.as_ref().is_some_and(|c| c.forward != forward || c.conversation != id) {
         return Err(ChatError::invalid("page_token", "was issued for another conversation or direction"));
     }
-    visible(engine, caller, id).await?;
     let anchor = cursor.map_or(request.anchor_seq, |c| c.seq);
     let latest_page = !forward && anchor == 0 && limit as usize <= engine.cache.size;
-    let mut rows = if latest_page { latest(engine, id).await? } else { Vec::new() };
+    let started = std::time::Instant::now();
+    let mut rows = if latest_page {
+        let (rows, source) = latest(engine, caller, id).await?;
+        engine.cache.observe(source, started.elapsed());
+        rows
+    } else {
+        visible(engine, caller, id).await?;
+        store::list_messages(&engine.pool, id, forward, anchor, limit + 1).await?
+    };
     if latest_page {
-        // The cache holds `cache.size` messages; ask for one more page item than needed to
-        // know whether older ones exist.
+        // The cache holds `cache.size` (+1) messages; keep one more than the page to know
+        // whether older ones exist.
         let start = rows.len().saturating_sub(limit as usize + 1);
         rows.drain(..start);
-    } else {
-        rows = store::list_messages(&engine.pool, id, forward, anchor, limit + 1).await?;
     }
     let more = rows.len() as i64 > limit;
     if more {
@@ -144,18 +150,24 @@ pub(crate) async fn list(
     Ok(pb::ListMessagesResponse { messages: rows, next_page_token })
 }
 
-/// The newest messages, from the cache when it is current.
-async fn latest(engine: &Engine, id: Uuid) -> Result<Vec<pb::Message>> {
+/// The newest messages, from the cache when it is current. A cache entry carries the
+/// conversation's owner and members, which the generation invalidates like the messages, so
+/// a hit needs no database round trip even for the access check.
+async fn latest(engine: &Engine, caller: &Caller, id: Uuid) -> Result<(Vec<pb::Message>, Source)> {
     let stamp = match engine.cache.get(id).await {
-        Ok(messages) => return Ok(messages),
+        Ok((conversation, messages)) => {
+            role(&store::Conversation::from_proto(id, conversation), caller)?;
+            return Ok((messages, Source::Cache));
+        }
         Err(stamp) => stamp,
     };
+    let conversation = visible(engine, caller, id).await?;
     // One more than the cache keeps, so a full cached page still knows older messages exist.
     let rows = store::list_messages(&engine.pool, id, false, 0, engine.cache.size as i64 + 1).await?;
     if let Some(stamp) = stamp {
-        engine.cache.put(id, stamp, &rows).await;
+        engine.cache.put(id, stamp, &conversation.proto, &rows).await;
     }
-    Ok(rows)
+    Ok((rows, Source::Database))
 }
 
 /// The message with `id` in a conversation the caller can see, and the caller's role there.

@@ -22,6 +22,13 @@ pub(crate) struct Conversation {
     pub proto: pb::Conversation,
 }
 
+impl Conversation {
+    /// A conversation as a cache entry carried it.
+    pub(crate) fn from_proto(id: Uuid, proto: pb::Conversation) -> Self {
+        Self { id, owner: proto.owner.clone(), member_ids: proto.member_ids.clone(), proto }
+    }
+}
+
 fn conversation(row: &PgRow) -> Conversation {
     let time = |column: &str| Some(timestamp(row.get(column)));
     let id: Uuid = row.get("id");

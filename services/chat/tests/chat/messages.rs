@@ -202,3 +202,33 @@ async fn bad_messages_name_every_field_and_store_nothing() {
     assert!(listed.messages.is_empty(), "nothing partial was stored");
     chat.stop().await;
 }
+
+#[tokio::test]
+async fn the_cached_page_is_only_served_to_those_who_may_see_it() {
+    let chat = Chat::start().await;
+    let (mut alice, mut bob, mut eve) =
+        (chat.user("alice").await, chat.user("bob").await, chat.user("eve").await);
+    let id = conversation(&mut alice, "cached access", &["bob"]).await.id;
+    post(&mut alice, &id, "members only").await;
+    let newest = pb::ListMessagesRequest { conversation_id: id.clone(), ..Default::default() };
+    for _ in 0..2 {
+        assert_eq!(bob.list_messages(newest.clone()).await.unwrap().into_inner().messages.len(), 1);
+    }
+    assert_eq!(
+        eve.list_messages(newest.clone()).await.unwrap_err().code(),
+        Code::NotFound,
+        "a cache hit checks access too"
+    );
+    let remove = pb::UpdateConversationRequest {
+        conversation: Some(pb::Conversation { id: id.clone(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["member_ids".into()] }),
+        request_id: String::new(),
+    };
+    alice.update_conversation(remove).await.unwrap();
+    assert_eq!(
+        bob.list_messages(newest).await.unwrap_err().code(),
+        Code::NotFound,
+        "removal invalidates the entry"
+    );
+    chat.stop().await;
+}
