@@ -27,8 +27,9 @@ echo "query plan of one user's search for a common term:"
 psql_ -c "SET search_path TO chat" -c "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
   WITH q AS (SELECT websearch_to_tsquery('english', 'fix') AS q),
   visible AS (SELECT id, title FROM conversations WHERE deleted_at IS NULL AND (owner = 'bench-42' OR member_ids @> ARRAY['bench-42'])),
-  hits AS (SELECT m.id, m.conversation_id, m.created_at, ts_rank_cd(m.search, q.q) AS rank FROM messages m, q
-           WHERE m.conversation_id = ANY(ARRAY(SELECT id FROM visible)) AND m.search @@ q.q)
+  hits AS (SELECT m.id, m.conversation_id, m.created_at, ts_rank_cd(m.search, q.q) AS rank
+           FROM visible v CROSS JOIN q CROSS JOIN LATERAL (
+             SELECT * FROM messages m WHERE m.conversation_id = v.id AND m.search @@ q.q) m)
   SELECT * FROM hits ORDER BY rank DESC, created_at DESC, id DESC LIMIT 21"
 
 tokens=$(mktemp)
