@@ -28,24 +28,23 @@ pub(crate) async fn create(
     v.request_id(&request.request_id);
     v.finish()?;
     let key = Key { caller: &owner, method: "CreateConversation", request_id: &request.request_id };
-    let mut tx = engine.pool.begin().await?;
-    if let Some(done) = key.replay(&mut tx).await? {
-        return Ok(done);
-    }
-    let title = if request.title.is_empty() { DEFAULT_TITLE } else { request.title.trim() };
-    let created =
-        store::insert_conversation(&mut tx, Uuid::now_v7(), &owner, title, &request.member_ids).await?;
-    let event = events::ConversationCreated {
-        conversation_id: created.proto.id.clone(),
-        actor: Some(actor(caller)),
-        occur_time: created.proto.create_time,
-        conversation: Some(created.proto.clone()),
-    };
-    enqueue(&mut tx, topics::CHAT, &created.proto.id, &event).await?;
-    let response = pb::CreateConversationResponse { conversation: Some(created.proto) };
-    key.remember(&mut tx, &response).await?;
-    tx.commit().await?;
-    Ok(response)
+    engine
+        .mutate(key, async |tx| {
+            let title = if request.title.is_empty() { DEFAULT_TITLE } else { request.title.trim() };
+            let created =
+                store::insert_conversation(&mut *tx, Uuid::now_v7(), &owner, title, &request.member_ids)
+                    .await?;
+            let event = events::ConversationCreated {
+                conversation_id: created.proto.id.clone(),
+                actor: Some(actor(caller)),
+                occur_time: created.proto.create_time,
+                conversation: Some(created.proto.clone()),
+            };
+            enqueue(&mut *tx, topics::CHAT, &created.proto.id, &event).await?;
+            let response = pb::CreateConversationResponse { conversation: Some(created.proto) };
+            Ok((response, None))
+        })
+        .await
 }
 
 /// The conversation with `id` if the caller may see it; NOT_FOUND otherwise.
@@ -123,27 +122,29 @@ pub(crate) async fn update(
     v.finish()?;
     let id = id.unwrap_or_default();
     let key = Key { caller: &caller.subject, method: "UpdateConversation", request_id: &request.request_id };
-    let mut tx = engine.pool.begin().await?;
-    if let Some(done) = key.replay(&mut tx).await? {
-        return Ok(done);
-    }
-    let current = store::conversation_by_id(&mut tx, id, true)
-        .await?
-        .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
-    require_owner(&current, caller)?;
-    let title = paths.iter().any(|p| p == "title").then(|| changes.title.trim());
-    let members = paths.iter().any(|p| p == "member_ids").then_some(changes.member_ids.as_slice());
-    let seq = store::next_seq(&mut tx, id, Change::Conversation).await?;
-    // The event carries the conversation after the change, its new seq included.
-    let updated = store::update_conversation(&mut tx, id, title, members).await?;
-    let recorded = engine
-        .record(&mut tx, id, seq, pb::conversation_event::Event::ConversationUpdated(updated.proto.clone()))
-        .await?;
-    let response = pb::UpdateConversationResponse { conversation: Some(updated.proto) };
-    key.remember(&mut tx, &response).await?;
-    tx.commit().await?;
-    engine.announce(recorded).await;
-    Ok(response)
+    engine
+        .mutate(key, async |tx| {
+            let current = store::conversation_by_id(&mut *tx, id, true)
+                .await?
+                .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
+            require_owner(&current, caller)?;
+            let title = paths.iter().any(|p| p == "title").then(|| changes.title.trim());
+            let members = paths.iter().any(|p| p == "member_ids").then_some(changes.member_ids.as_slice());
+            let seq = store::next_seq(&mut *tx, id, Change::Conversation).await?;
+            // The event carries the conversation after the change, its new seq included.
+            let updated = store::update_conversation(&mut *tx, id, title, members).await?;
+            let recorded = engine
+                .record(
+                    &mut *tx,
+                    id,
+                    seq,
+                    pb::conversation_event::Event::ConversationUpdated(updated.proto.clone()),
+                )
+                .await?;
+            let response = pb::UpdateConversationResponse { conversation: Some(updated.proto) };
+            Ok((response, Some(recorded)))
+        })
+        .await
 }
 
 pub(crate) async fn delete(
@@ -157,30 +158,28 @@ pub(crate) async fn delete(
     v.finish()?;
     let id = id.unwrap_or_default();
     let key = Key { caller: &caller.subject, method: "DeleteConversation", request_id: &request.request_id };
-    let mut tx = engine.pool.begin().await?;
-    if let Some(done) = key.replay(&mut tx).await? {
-        return Ok(done);
-    }
-    let current = store::conversation_by_id(&mut tx, id, true)
-        .await?
-        .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
-    require_owner(&current, caller)?;
-    let by = actor(caller);
-    let seq = store::next_seq(&mut tx, id, Change::Conversation).await?;
-    let deleted = pb::ConversationDeletedEvent { actor: Some(by.clone()) };
-    let recorded =
-        engine.record(&mut tx, id, seq, pb::conversation_event::Event::ConversationDeleted(deleted)).await?;
-    let purge_at = store::soft_delete(&mut tx, id, engine.config.retention_days).await?;
-    let event = events::ConversationDeleted {
-        conversation_id: id.to_string(),
-        actor: Some(by),
-        occur_time: Some(now()),
-        purge_time: Some(timestamp(purge_at)),
-    };
-    enqueue(&mut tx, topics::CHAT, &id.to_string(), &event).await?;
-    let response = pb::DeleteConversationResponse { purge_time: Some(timestamp(purge_at)) };
-    key.remember(&mut tx, &response).await?;
-    tx.commit().await?;
-    engine.announce(recorded).await;
-    Ok(response)
+    engine
+        .mutate(key, async |tx| {
+            let current = store::conversation_by_id(&mut *tx, id, true)
+                .await?
+                .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
+            require_owner(&current, caller)?;
+            let by = actor(caller);
+            let seq = store::next_seq(&mut *tx, id, Change::Conversation).await?;
+            let deleted = pb::ConversationDeletedEvent { actor: Some(by.clone()) };
+            let recorded = engine
+                .record(&mut *tx, id, seq, pb::conversation_event::Event::ConversationDeleted(deleted))
+                .await?;
+            let purge_at = store::soft_delete(&mut *tx, id, engine.config.retention_days).await?;
+            let event = events::ConversationDeleted {
+                conversation_id: id.to_string(),
+                actor: Some(by),
+                occur_time: Some(now()),
+                purge_time: Some(timestamp(purge_at)),
+            };
+            enqueue(&mut *tx, topics::CHAT, &id.to_string(), &event).await?;
+            let response = pb::DeleteConversationResponse { purge_time: Some(timestamp(purge_at)) };
+            Ok((response, Some(recorded)))
+        })
+        .await
 }

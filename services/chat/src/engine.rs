@@ -2,9 +2,11 @@
 
 use crate::cache::RecentMessages;
 use crate::config::Config;
+use crate::error::Result;
 use crate::fanout::Fanout;
 use crate::presence::Presence;
 use crate::store;
+use codingagent_kernel::idempotency::Key;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -26,6 +28,27 @@ pub(crate) struct Recorded {
 }
 
 impl Engine {
+    /// Runs one durable mutation in a transaction, idempotently: a retry with the same key
+    /// gets the first response; otherwise `act` runs, its response is remembered for retries,
+    /// the transaction commits, and the durable event `act` recorded (if any) is announced.
+    pub(crate) async fn mutate<R: prost::Message + Default>(
+        &self,
+        key: Key<'_>,
+        act: impl AsyncFnOnce(&mut PgConnection) -> Result<(R, Option<Recorded>)>,
+    ) -> Result<R> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(done) = key.replay(&mut tx).await? {
+            return Ok(done);
+        }
+        let (response, recorded) = act(&mut tx).await?;
+        key.remember(&mut tx, &response).await?;
+        tx.commit().await?;
+        if let Some(recorded) = recorded {
+            self.announce(recorded).await;
+        }
+        Ok(response)
+    }
+
     /// Inside the writer's transaction, after [`store::next_seq`] gave it `seq`: records
     /// `event` under that seq for replays.
     pub(crate) async fn record(

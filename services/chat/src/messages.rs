@@ -43,44 +43,44 @@ pub(crate) async fn post(
     let id = conversation_id.unwrap_or_default();
     let author = actor(caller);
     let key = Key { caller: &caller.subject, method: "PostMessage", request_id: &request.request_id };
-    let mut tx = engine.pool.begin().await?;
-    if let Some(done) = key.replay(&mut tx).await? {
-        return Ok(done);
-    }
-    let conversation = store::conversation_by_id(&mut tx, id, true)
-        .await?
-        .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
-    role(&conversation, caller)?;
-    if let Some(reply_to) = reply_to
-        && !store::message_in(&mut tx, id, reply_to).await?
-    {
-        return Err(ChatError::invalid("reply_to_message_id", "is not a message of this conversation"));
-    }
-    let seq = store::next_seq(&mut tx, id, Change::Messages(1)).await?;
-    let new = store::NewMessage {
-        id: Uuid::now_v7(),
-        conversation_id: id,
-        seq,
-        author: &author,
-        text: &request.text,
-        reply_to,
-        task_id: &request.task_id,
-    };
-    let message = store::insert_message(&mut tx, &new).await?;
-    let recorded = engine.record(&mut tx, id, seq, Event::MessagePosted(message.clone())).await?;
-    let event = events::MessagePosted {
-        conversation_id: id.to_string(),
-        actor: Some(author),
-        occur_time: message.create_time,
-        message: Some(message.clone()),
-        conversation_owner: conversation.owner,
-    };
-    enqueue(&mut tx, topics::CHAT, &id.to_string(), &event).await?;
-    let response = pb::PostMessageResponse { message: Some(message) };
-    key.remember(&mut tx, &response).await?;
-    tx.commit().await?;
-    engine.announce(recorded).await;
-    Ok(response)
+    engine
+        .mutate(key, async |tx| {
+            let conversation = store::conversation_by_id(&mut *tx, id, true)
+                .await?
+                .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
+            role(&conversation, caller)?;
+            if let Some(reply_to) = reply_to
+                && !store::message_in(&mut *tx, id, reply_to).await?
+            {
+                return Err(ChatError::invalid(
+                    "reply_to_message_id",
+                    "is not a message of this conversation",
+                ));
+            }
+            let seq = store::next_seq(&mut *tx, id, Change::Messages(1)).await?;
+            let new = store::NewMessage {
+                id: Uuid::now_v7(),
+                conversation_id: id,
+                seq,
+                author: &author,
+                text: &request.text,
+                reply_to,
+                task_id: &request.task_id,
+            };
+            let message = store::insert_message(&mut *tx, &new).await?;
+            let recorded = engine.record(&mut *tx, id, seq, Event::MessagePosted(message.clone())).await?;
+            let event = events::MessagePosted {
+                conversation_id: id.to_string(),
+                actor: Some(author),
+                occur_time: message.create_time,
+                message: Some(message.clone()),
+                conversation_owner: conversation.owner,
+            };
+            enqueue(&mut *tx, topics::CHAT, &id.to_string(), &event).await?;
+            let response = pb::PostMessageResponse { message: Some(message) };
+            Ok((response, Some(recorded)))
+        })
+        .await
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -199,37 +199,38 @@ pub(crate) async fn edit(
     v.finish()?;
     let id = id.unwrap_or_default();
     let key = Key { caller: &caller.subject, method: "EditMessage", request_id: &request.request_id };
-    let mut tx = engine.pool.begin().await?;
-    if let Some(done) = key.replay(&mut tx).await? {
-        return Ok(done);
-    }
-    let (message, conversation, _) = target(caller, &mut tx, id).await?;
-    let by = actor(caller);
-    if !is_author(message.author.as_ref(), &by) {
-        return Err(ChatError::Denied("AUTHOR_REQUIRED", "only a message's author may edit it".into()));
-    }
-    if message.delete_time.is_some() {
-        return Err(ChatError::FailedPrecondition(
-            "MESSAGE_DELETED",
-            "a deleted message cannot be edited".into(),
-        ));
-    }
-    let seq = store::next_seq(&mut tx, conversation.id, Change::Messages(0)).await?;
-    let edited = store::edit_message(&mut tx, id, &request.text).await?;
-    let recorded = engine.record(&mut tx, conversation.id, seq, Event::MessageEdited(edited.clone())).await?;
-    let event = events::MessageEdited {
-        conversation_id: conversation.proto.id.clone(),
-        actor: Some(by),
-        occur_time: edited.edit_time,
-        message: Some(edited.clone()),
-        previous_text: message.text,
-    };
-    enqueue(&mut tx, topics::CHAT, &conversation.proto.id, &event).await?;
-    let response = pb::EditMessageResponse { message: Some(edited) };
-    key.remember(&mut tx, &response).await?;
-    tx.commit().await?;
-    engine.announce(recorded).await;
-    Ok(response)
+    engine
+        .mutate(key, async |tx| {
+            let (message, conversation, _) = target(caller, &mut *tx, id).await?;
+            let by = actor(caller);
+            if !is_author(message.author.as_ref(), &by) {
+                return Err(ChatError::Denied(
+                    "AUTHOR_REQUIRED",
+                    "only a message's author may edit it".into(),
+                ));
+            }
+            if message.delete_time.is_some() {
+                return Err(ChatError::FailedPrecondition(
+                    "MESSAGE_DELETED",
+                    "a deleted message cannot be edited".into(),
+                ));
+            }
+            let seq = store::next_seq(&mut *tx, conversation.id, Change::Messages(0)).await?;
+            let edited = store::edit_message(&mut *tx, id, &request.text).await?;
+            let recorded =
+                engine.record(&mut *tx, conversation.id, seq, Event::MessageEdited(edited.clone())).await?;
+            let event = events::MessageEdited {
+                conversation_id: conversation.proto.id.clone(),
+                actor: Some(by),
+                occur_time: edited.edit_time,
+                message: Some(edited.clone()),
+                previous_text: message.text,
+            };
+            enqueue(&mut *tx, topics::CHAT, &conversation.proto.id, &event).await?;
+            let response = pb::EditMessageResponse { message: Some(edited) };
+            Ok((response, Some(recorded)))
+        })
+        .await
 }
 
 pub(crate) async fn delete(
@@ -243,37 +244,35 @@ pub(crate) async fn delete(
     v.finish()?;
     let id = id.unwrap_or_default();
     let key = Key { caller: &caller.subject, method: "DeleteMessage", request_id: &request.request_id };
-    let mut tx = engine.pool.begin().await?;
-    if let Some(done) = key.replay(&mut tx).await? {
-        return Ok(done);
-    }
-    let (message, conversation, role) = target(caller, &mut tx, id).await?;
-    let by = actor(caller);
-    if !(is_author(message.author.as_ref(), &by) || role == Role::Owner) {
-        return Err(ChatError::Denied(
-            "AUTHOR_OR_OWNER_REQUIRED",
-            "only the author or the conversation's owner may delete a message".into(),
-        ));
-    }
-    if message.delete_time.is_some() {
-        // Deleting again changes nothing and says so by returning the same tombstone.
-        return Ok(pb::DeleteMessageResponse { message: Some(message) });
-    }
-    let seq = store::next_seq(&mut tx, conversation.id, Change::Messages(-1)).await?;
-    let tombstone = store::tombstone(&mut tx, id).await?;
-    let recorded =
-        engine.record(&mut tx, conversation.id, seq, Event::MessageDeleted(tombstone.clone())).await?;
-    let event = events::MessageDeleted {
-        conversation_id: conversation.proto.id.clone(),
-        actor: Some(by),
-        occur_time: Some(now()),
-        message_id: tombstone.id.clone(),
-        message_seq: tombstone.seq,
-    };
-    enqueue(&mut tx, topics::CHAT, &conversation.proto.id, &event).await?;
-    let response = pb::DeleteMessageResponse { message: Some(tombstone) };
-    key.remember(&mut tx, &response).await?;
-    tx.commit().await?;
-    engine.announce(recorded).await;
-    Ok(response)
+    engine
+        .mutate(key, async |tx| {
+            let (message, conversation, role) = target(caller, &mut *tx, id).await?;
+            let by = actor(caller);
+            if !(is_author(message.author.as_ref(), &by) || role == Role::Owner) {
+                return Err(ChatError::Denied(
+                    "AUTHOR_OR_OWNER_REQUIRED",
+                    "only the author or the conversation's owner may delete a message".into(),
+                ));
+            }
+            if message.delete_time.is_some() {
+                // Deleting again changes nothing and says so by returning the same tombstone.
+                return Ok((pb::DeleteMessageResponse { message: Some(message) }, None));
+            }
+            let seq = store::next_seq(&mut *tx, conversation.id, Change::Messages(-1)).await?;
+            let tombstone = store::tombstone(&mut *tx, id).await?;
+            let recorded = engine
+                .record(&mut *tx, conversation.id, seq, Event::MessageDeleted(tombstone.clone()))
+                .await?;
+            let event = events::MessageDeleted {
+                conversation_id: conversation.proto.id.clone(),
+                actor: Some(by),
+                occur_time: Some(now()),
+                message_id: tombstone.id.clone(),
+                message_seq: tombstone.seq,
+            };
+            enqueue(&mut *tx, topics::CHAT, &conversation.proto.id, &event).await?;
+            let response = pb::DeleteMessageResponse { message: Some(tombstone) };
+            Ok((response, Some(recorded)))
+        })
+        .await
 }
