@@ -1,12 +1,13 @@
 //! The chat service's configuration (`CODINGAGENT_CHAT__…`, `deploy/config/chat.example.toml`).
 
 use codingagent_kernel::config::{
-    ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, ServerConfig, ServiceConfig,
-    TelemetryConfig,
+    ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, Secret, ServerConfig,
+    ServiceConfig, TelemetryConfig,
 };
 use codingagent_kernel::service::HostedConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,6 +33,55 @@ pub struct Config {
     pub presence_ttl_secs: u64,
     /// Seconds between heartbeats on an idle stream; each also checks for missed events.
     pub heartbeat_secs: u64,
+    pub attachments: AttachmentsConfig,
+}
+
+/// Where attachment bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A directory on this machine (`local_dir`).
+    Local,
+    /// An S3-compatible bucket (`[attachments.s3]`).
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttachmentsConfig {
+    pub store: StoreKind,
+    /// For `local`: created if missing.
+    pub local_dir: PathBuf,
+    pub s3: S3Config,
+    /// Largest accepted upload, in bytes.
+    pub max_bytes: u64,
+    /// Uploads never posted with a message are removed after this many hours.
+    pub unattached_ttl_hours: u32,
+}
+
+impl Default for AttachmentsConfig {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Local,
+            local_dir: PathBuf::from("var/chat-attachments"),
+            s3: S3Config::default(),
+            max_bytes: 26_214_400,
+            unattached_ttl_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// For S3-compatible services (MinIO, Ceph, R2); empty means AWS.
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    /// Allow a plain-HTTP endpoint (a local MinIO).
+    pub allow_http: bool,
 }
 
 impl Default for Config {
@@ -53,6 +103,7 @@ impl Default for Config {
             typing_ttl_secs: 5,
             presence_ttl_secs: 30,
             heartbeat_secs: 15,
+            attachments: AttachmentsConfig::default(),
         }
     }
 }
@@ -85,6 +136,15 @@ impl ServiceConfig for Config {
         if self.cached_messages == 0 || self.cached_messages > 1_000 {
             return Err(ConfigError::invalid("cached_messages", "must be between 1 and 1000"));
         }
+        if self.attachments.max_bytes == 0 {
+            return Err(ConfigError::invalid("attachments.max_bytes", "must be greater than zero"));
+        }
+        if self.attachments.store == StoreKind::S3 && self.attachments.s3.bucket.is_empty() {
+            return Err(ConfigError::invalid(
+                "attachments.s3.bucket",
+                "is required when attachments.store = \"s3\"",
+            ));
+        }
         Ok(())
     }
 }
@@ -101,7 +161,9 @@ mod tests {
 
     #[test]
     fn the_example_and_dev_configs_parse() {
-        assert_eq!(load_file("deploy/config/chat.example.toml").unwrap().retention_days, 30);
+        let example = load_file("deploy/config/chat.example.toml").unwrap();
+        assert_eq!((example.retention_days, example.attachments.store), (30, StoreKind::Local));
+        assert_eq!(example.attachments.s3.bucket, "codingagent-attachments");
         assert_eq!(load_file("deploy/config/dev/chat.toml").unwrap().server.listen_addr.port(), 50_055);
     }
 
@@ -109,5 +171,8 @@ mod tests {
     fn zero_intervals_are_refused_with_the_key() {
         let config = Config { heartbeat_secs: 0, ..Config::default() };
         assert!(config.validate().unwrap_err().to_string().contains("heartbeat_secs"));
+        let mut config = Config::default();
+        config.attachments.store = StoreKind::S3;
+        assert!(config.validate().unwrap_err().to_string().contains("attachments.s3.bucket"));
     }
 }

@@ -1,5 +1,6 @@
 //! The chat service's shared state, and what every durable change does after it commits.
 
+use crate::attachments::Attachments;
 use crate::cache::RecentMessages;
 use crate::config::Config;
 use crate::error::Result;
@@ -18,6 +19,7 @@ pub(crate) struct Engine {
     pub fanout: Fanout,
     pub cache: RecentMessages,
     pub presence: Presence,
+    pub attachments: Attachments,
 }
 
 /// A durable event recorded in a transaction, to announce once it commits.

@@ -7,7 +7,7 @@ use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::stream::{self, EventStream};
 use crate::validate::Violations;
-use crate::{messages, search};
+use crate::{attachments, messages, search};
 use codingagent_kernel::identity::{Caller, caller};
 use codingagent_kernel::{error, pagination};
 use codingagent_proto::codingagent::chat::v1 as pb;
@@ -61,6 +61,44 @@ impl Handlers {
         Ok(pb::SetTypingResponse { expire_time })
     }
 
+    async fn get_attachment(
+        &self,
+        caller: &Caller,
+        request: pb::GetAttachmentRequest,
+    ) -> Result<pb::GetAttachmentResponse> {
+        let mut v = Violations::default();
+        let id = v.id("attachment_id", &request.attachment_id);
+        v.finish()?;
+        let mut conn = self.engine.pool.acquire().await?;
+        let attachment = attachments::visible(&mut conn, caller, id.unwrap_or_default()).await?;
+        Ok(pb::GetAttachmentResponse { attachment: Some(attachment) })
+    }
+
+    async fn list_attachments(
+        &self,
+        caller: &Caller,
+        request: pb::ListAttachmentsRequest,
+    ) -> Result<pb::ListAttachmentsResponse> {
+        let mut v = Violations::default();
+        let id = v.id("conversation_id", &request.conversation_id);
+        if request.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        v.finish()?;
+        let conversation = visible(&self.engine, caller, id.unwrap_or_default()).await?;
+        let uploader = caller.user_id().unwrap_or(&caller.subject);
+        let (attachments, next_page_token) = attachments::list(
+            &self.engine.pool,
+            conversation.id,
+            uploader,
+            request.include_unattached,
+            request.page_size,
+            &request.page_token,
+        )
+        .await?;
+        Ok(pb::ListAttachmentsResponse { attachments, next_page_token })
+    }
+
     async fn list_presence(
         &self,
         caller: &Caller,
@@ -87,10 +125,6 @@ impl Handlers {
         };
         Ok(pb::ListPresenceResponse { presences: page, next_page_token })
     }
-}
-
-fn attachments_unavailable() -> Status {
-    Status::unimplemented("attachments arrive with the upload endpoint; none can exist yet")
 }
 
 #[tonic::async_trait]
@@ -203,15 +237,17 @@ impl ChatService for Handlers {
 
     async fn get_attachment(
         &self,
-        _request: Request<pb::GetAttachmentRequest>,
+        request: Request<pb::GetAttachmentRequest>,
     ) -> Result<Response<pb::GetAttachmentResponse>, Status> {
-        Err(attachments_unavailable())
+        let (caller, request) = parts(request)?;
+        respond(Handlers::get_attachment(self, &caller, request).await)
     }
 
     async fn list_attachments(
         &self,
-        _request: Request<pb::ListAttachmentsRequest>,
+        request: Request<pb::ListAttachmentsRequest>,
     ) -> Result<Response<pb::ListAttachmentsResponse>, Status> {
-        Err(attachments_unavailable())
+        let (caller, request) = parts(request)?;
+        respond(Handlers::list_attachments(self, &caller, request).await)
     }
 }

@@ -6,6 +6,7 @@
 //! Redis is down. Durable changes go to Kafka through the outbox.
 
 mod access;
+mod attachments;
 mod cache;
 pub mod config;
 mod conversations;
@@ -14,11 +15,13 @@ mod engine;
 pub mod error;
 mod fanout;
 mod grpc;
+mod http;
 mod messages;
 mod presence;
 mod search;
 mod store;
 mod stream;
+mod upload;
 mod validate;
 
 pub use config::Config;
@@ -54,12 +57,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let cache =
         cache::RecentMessages::new(redis.clone(), config.cached_messages, config.cache_ttl_secs, &metrics);
     let presence = presence::Presence::new(redis.clone(), Duration::from_secs(config.presence_ttl_secs));
+    let attachments = attachments::Attachments::new(&config.attachments).context("attachment storage")?;
     let engine = Arc::new(engine::Engine {
         config: config.clone(),
         pool: pool.clone(),
         fanout: fanout.clone(),
         cache: cache.clone(),
         presence,
+        attachments,
     });
 
     let background = CancellationToken::new();
@@ -69,12 +74,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let relay = Relay::new(pool.clone(), &config.kafka, "chat")?.with_metrics(&metrics);
     let relay = tokio::spawn(relay.run(background.clone()));
 
+    let routes = http::routes(engine.clone());
     let service = ChatServiceServer::new(grpc::Handlers { engine })
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
     let served = ServiceHost::new(&config.server, &config.identity, metrics)
         .add_service(service)
         .descriptor_set(codingagent_proto::FILE_DESCRIPTOR_SET)
+        .http_routes(routes)
         .check(db::check(pool.clone()))
         .serve(listener, shutdown)
         .await;
@@ -84,13 +91,18 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     served.map_err(Into::into)
 }
 
-/// Purges conversations past their retention, and retry records past theirs.
+/// Purges conversations past their retention (their attachments first), uploads never
+/// posted, and retry records past their retention.
 async fn purge(engine: Arc<engine::Engine>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(engine.config.purge_interval_secs));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
+                match attachments::purge(&engine.pool, engine.attachments.unattached_ttl_hours).await {
+                    Ok(keys) => engine.attachments.delete_objects(&keys).await,
+                    Err(error) => tracing::warn!(%error, "attachment purge failed"),
+                }
                 match store::purge(&engine.pool).await {
                     Ok(0) => {}
                     Ok(purged) => tracing::info!(purged, "purged deleted conversations"),

@@ -1,6 +1,7 @@
 //! Message RPCs: post, list (both directions, latest page cached), edit and delete.
 
 use crate::access::{Role, is_author, role};
+use crate::attachments;
 use crate::cache::Source;
 use crate::conversations::visible;
 use crate::convert::{actor, now};
@@ -8,6 +9,7 @@ use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::store::{self, Change};
 use crate::validate::Violations;
+use codingagent_kernel::error::FieldViolation;
 use codingagent_kernel::idempotency::Key;
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::kafka::{enqueue, topics};
@@ -30,10 +32,12 @@ pub(crate) async fn post(
     if request.attachment_ids.len() > MAX_ATTACHMENTS {
         v.add("attachment_ids", format!("at most {MAX_ATTACHMENTS} attachments"));
     }
-    for (index, _) in request.attachment_ids.iter().enumerate() {
-        // Uploads are not offered yet, so no id can name an upload of this caller.
-        v.add(&format!("attachment_ids[{index}]"), "is not an upload of yours in this conversation");
-    }
+    let uploads: Vec<Uuid> = request
+        .attachment_ids
+        .iter()
+        .enumerate()
+        .filter_map(|(index, raw)| v.id(&format!("attachment_ids[{index}]"), raw))
+        .collect();
     let reply_to = v.optional_id("reply_to_message_id", &request.reply_to_message_id);
     if request.task_id.chars().count() > 128 {
         v.add("task_id", "at most 128 characters");
@@ -67,7 +71,20 @@ pub(crate) async fn post(
                 reply_to,
                 task_id: &request.task_id,
             };
-            let message = store::insert_message(&mut *tx, &new).await?;
+            let mut message = store::insert_message(&mut *tx, &new).await?;
+            let uploader = caller.user_id().unwrap_or(&caller.subject);
+            match attachments::attach(&mut *tx, id, uploader, &uploads, new.id).await? {
+                Ok(attached) => message.attachments = attached,
+                Err(bad) => {
+                    let violations = bad.into_iter().map(|index| {
+                        FieldViolation::new(
+                            format!("attachment_ids[{index}]"),
+                            "is not a pending upload of yours in this conversation",
+                        )
+                    });
+                    return Err(ChatError::Invalid(violations.collect()));
+                }
+            }
             let recorded = engine.record(&mut *tx, id, seq, Event::MessagePosted(message.clone())).await?;
             let event = events::MessagePosted {
                 conversation_id: id.to_string(),
@@ -124,7 +141,9 @@ pub(crate) async fn list(
         rows
     } else {
         visible(engine, caller, id).await?;
-        store::list_messages(&engine.pool, id, forward, anchor, limit + 1).await?
+        let mut rows = store::list_messages(&engine.pool, id, forward, anchor, limit + 1).await?;
+        attachments::fill(&engine.pool, &mut rows).await?;
+        rows
     };
     if latest_page {
         // The cache holds `cache.size` (+1) messages; keep one more than the page to know
@@ -163,7 +182,8 @@ async fn latest(engine: &Engine, caller: &Caller, id: Uuid) -> Result<(Vec<pb::M
     };
     let conversation = visible(engine, caller, id).await?;
     // One more than the cache keeps, so a full cached page still knows older messages exist.
-    let rows = store::list_messages(&engine.pool, id, false, 0, engine.cache.size as i64 + 1).await?;
+    let mut rows = store::list_messages(&engine.pool, id, false, 0, engine.cache.size as i64 + 1).await?;
+    attachments::fill(&engine.pool, &mut rows).await?;
     if let Some(stamp) = stamp {
         engine.cache.put(id, stamp, &conversation.proto, &rows).await;
     }
@@ -176,8 +196,9 @@ async fn target(
     tx: &mut sqlx::PgConnection,
     id: Uuid,
 ) -> Result<(pb::Message, store::Conversation, Role)> {
-    let message =
+    let mut message =
         store::message_by_id(tx, id).await?.ok_or_else(|| ChatError::not_found("message", id.to_string()))?;
+    attachments::fill(&mut *tx, std::slice::from_mut(&mut message)).await?;
     let conversation_id = Uuid::parse_str(&message.conversation_id).unwrap_or_default();
     // Lock the conversation: edits and deletes take seqs like posts do.
     let conversation = store::conversation_by_id(tx, conversation_id, true)
@@ -216,7 +237,8 @@ pub(crate) async fn edit(
                 ));
             }
             let seq = store::next_seq(&mut *tx, conversation.id, Change::Messages(0)).await?;
-            let edited = store::edit_message(&mut *tx, id, &request.text).await?;
+            let mut edited = store::edit_message(&mut *tx, id, &request.text).await?;
+            edited.attachments = message.attachments.clone();
             let recorded =
                 engine.record(&mut *tx, conversation.id, seq, Event::MessageEdited(edited.clone())).await?;
             let event = events::MessageEdited {
@@ -244,7 +266,8 @@ pub(crate) async fn delete(
     v.finish()?;
     let id = id.unwrap_or_default();
     let key = Key { caller: &caller.subject, method: "DeleteMessage", request_id: &request.request_id };
-    engine
+    let mut orphaned = Vec::new();
+    let response = engine
         .mutate(key, async |tx| {
             let (message, conversation, role) = target(caller, &mut *tx, id).await?;
             let by = actor(caller);
@@ -260,6 +283,7 @@ pub(crate) async fn delete(
             }
             let seq = store::next_seq(&mut *tx, conversation.id, Change::Messages(-1)).await?;
             let tombstone = store::tombstone(&mut *tx, id).await?;
+            orphaned = attachments::detach_all(&mut *tx, id).await?;
             let recorded = engine
                 .record(&mut *tx, conversation.id, seq, Event::MessageDeleted(tombstone.clone()))
                 .await?;
@@ -274,5 +298,8 @@ pub(crate) async fn delete(
             let response = pb::DeleteMessageResponse { message: Some(tombstone) };
             Ok((response, Some(recorded)))
         })
-        .await
+        .await?;
+    // A tombstone keeps no attachments; their bytes go once the deletion committed.
+    engine.attachments.delete_objects(&orphaned).await;
+    Ok(response)
 }

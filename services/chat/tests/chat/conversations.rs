@@ -141,3 +141,43 @@ async fn bad_conversation_input_names_every_field_and_stores_nothing() {
     assert_eq!(violations(&malformed.unwrap_err()), ["conversation_id"]);
     chat.stop().await;
 }
+
+#[tokio::test]
+async fn deleted_conversations_are_purged_with_their_messages_after_the_retention() {
+    let database = codingagent_testkit::TestDatabase::create().await.unwrap();
+    let mut config = crate::harness::config(&database).await;
+    config.retention_days = 0;
+    config.purge_interval_secs = 1;
+    let chat = Chat::start_with(config, Some(database)).await;
+    let mut alice = chat.user("alice").await;
+    let id = conversation(&mut alice, "short-lived", &[]).await.id;
+    post(&mut alice, &id, "gone soon").await;
+    alice
+        .delete_conversation(pb::DeleteConversationRequest {
+            conversation_id: id.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let pool = chat.pool().await;
+    let remaining = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (SELECT count(*) FROM chat.conversations WHERE id = $1::uuid) + (SELECT count(*) FROM chat.messages WHERE conversation_id = $1::uuid)",
+        )
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let mut left = remaining().await;
+    for _ in 0..50 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = remaining().await;
+    }
+    assert_eq!(left, 0, "the purge job removed the conversation and its messages");
+    pool.close().await;
+    chat.stop().await;
+}

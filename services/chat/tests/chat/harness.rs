@@ -31,6 +31,9 @@ pub(crate) async fn config(database: &TestDatabase) -> Config {
         relay_poll_ms: 100,
         ..KafkaConfig::default()
     };
+    config.attachments.local_dir =
+        std::env::temp_dir().join(codingagent_testkit::unique_name("chat-attachments"));
+    config.attachments.max_bytes = 64 * 1024;
     config.heartbeat_secs = 1;
     config.presence_ttl_secs = 3;
     config.typing_ttl_secs = 1;
@@ -79,6 +82,10 @@ impl Chat {
         self.client_for(Caller::user(name)).await
     }
 
+    pub(crate) async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(self.config.database.url.expose()).await.unwrap()
+    }
+
     pub(crate) fn token(&self, name: &str) -> String {
         TokenMinter::new(&self.config.identity).mint(&Caller::user(name)).unwrap()
     }
@@ -98,6 +105,7 @@ impl Chat {
         self.handle.await.unwrap().unwrap();
         if let Some(database) = self.database.take() {
             database.drop_database().await.unwrap();
+            let _ = std::fs::remove_dir_all(&self.config.attachments.local_dir);
         }
     }
 }

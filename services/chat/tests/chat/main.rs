@@ -2,6 +2,7 @@
 //! Redis and Kafka.
 #![allow(clippy::unwrap_used)]
 
+mod attachments;
 mod conversations;
 mod events;
 mod grpcurl;
