@@ -100,7 +100,9 @@ async fn committed_events_are_applied_exactly_once_even_when_the_relay_dies_befo
     let claimed = relay::claim(&mut tx, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert!(relay.publish(&claimed).await.iter().all(Result::is_ok));
-    drop(tx);
+    // Rolled back explicitly: a dropped sqlx transaction only queues its ROLLBACK, and until
+    // that runs the row stays locked, so the next relay's SKIP LOCKED would not see it.
+    tx.rollback().await.unwrap();
     assert_eq!(fixture.pending().await, 1, "the row is still unsent after the crash");
 
     // The next relay publishes it again and marks it.
