@@ -42,7 +42,10 @@ async fn health_is_serving_only_while_dependencies_answer() {
         let ready = flag.load(Ordering::SeqCst);
         async move { if ready { Ok(()) } else { Err("not yet".to_owned()) } }
     });
-    let server = TestServer::start(server_config(), vec![db::check(pool), redis::check(redis), toggle]).await;
+    // A drain delay long enough that a busy machine still sees it before the port closes.
+    let config =
+        codingagent_kernel::config::ServerConfig { shutdown_drain_delay_ms: 2_000, ..server_config() };
+    let server = TestServer::start(config, vec![db::check(pool), redis::check(redis), toggle]).await;
 
     // Several readiness rounds pass while one dependency is down: still not serving.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -62,7 +65,7 @@ async fn health_is_serving_only_while_dependencies_answer() {
     // Shutdown reports NOT_SERVING first, and only after the drain delay stops accepting.
     let mut health_client = HealthClient::new(server.channel().await);
     server.shutdown.cancel();
-    let deadline = Instant::now() + Duration::from_millis(250);
+    let deadline = Instant::now() + Duration::from_millis(1_500);
     loop {
         let status = health_client
             .check(HealthCheckRequest { service: String::new() })
