@@ -2,9 +2,11 @@
 //!
 //! Presence: every open stream is a member `kind|id|connection` of the sorted set
 //! `chat:presence:{conversation}`, scored by when it lapses; its stream renews it every third
-//! of `presence_ttl_secs` and removes it on close, and a replica that dies simply stops
-//! renewing. `chat:seen:{conversation}` scores each participant by when they were last seen,
-//! which is how recently-left participants are listed as AWAY for five minutes.
+//! of `presence_ttl_secs` and removes it on close. A replica that dies simply stops renewing:
+//! the other streams in the conversation sweep lapsed members out when they renew their own,
+//! and report who went offline that way. `chat:seen:{conversation}` scores each participant
+//! by when they were last seen, which is how recently-left participants are listed as AWAY
+//! for five minutes.
 //! Typing: a rate-limit key per caller and conversation; the signal itself only travels as an
 //! event, with its expiry, and each stream turns a lapsed signal into "stopped typing".
 
@@ -61,20 +63,21 @@ impl Presence {
         self.ttl
     }
 
-    /// Registers (or renews) one open stream; returns the participant's connection count.
+    /// Registers (or renews) one open stream; returns the participant's connection count, and
+    /// whether the stream was absent (new, or swept as lapsed because a renewal came late).
     pub(crate) async fn join(
         &self,
         conversation: Uuid,
         actor: &Actor,
         connection: Uuid,
-    ) -> Result<i32, fred::error::Error> {
+    ) -> Result<(i32, bool), fred::error::Error> {
         let now = now_ms();
         let member = format!("{}|{connection}", participant(actor));
         let lapses = (now + self.ttl.as_millis() as i64) as f64;
-        let _: i64 =
+        let added: i64 =
             self.redis.zadd(presence_key(conversation), None, None, false, false, (lapses, member)).await?;
         self.seen(conversation, actor, now).await?;
-        self.connections(conversation, actor).await
+        Ok((self.connections(conversation, actor).await?, added == 1))
     }
 
     /// Removes one stream; returns how many the participant still has open.
@@ -102,11 +105,46 @@ impl Presence {
         Ok(())
     }
 
-    /// Live connections per participant, dropping lapsed ones.
+    /// Removes the streams that lapsed (their replica died without closing them) and returns,
+    /// as OFFLINE, the participants left without an open stream. Each removal is answered to
+    /// one caller only, so when several streams sweep at once a participant is reported once.
+    pub(crate) async fn sweep(&self, conversation: Uuid) -> Result<Vec<pb::Presence>, fred::error::Error> {
+        let lapsed: Vec<(String, f64)> = self
+            .redis
+            .zrangebyscore(presence_key(conversation), f64::NEG_INFINITY, now_ms() as f64, true, None)
+            .await?;
+        let mut gone: BTreeMap<String, i64> = BTreeMap::new();
+        for (member, lapsed_at) in lapsed {
+            let removed: i64 = self.redis.zrem(presence_key(conversation), member.clone()).await?;
+            if let (1, Some((who, _connection))) = (removed, member.rsplit_once('|')) {
+                // Last renewed one TTL before it lapsed.
+                let seen = lapsed_at as i64 - self.ttl.as_millis() as i64;
+                let latest = gone.entry(who.to_owned()).or_insert(seen);
+                *latest = (*latest).max(seen);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live = self.live(conversation).await?;
+        Ok(gone
+            .into_iter()
+            .filter(|(who, _)| !live.contains_key(who))
+            .filter_map(|(who, seen)| {
+                Some(pb::Presence {
+                    actor: Some(parse_participant(&who)?),
+                    state: pb::PresenceState::Offline as i32,
+                    last_seen_time: Some(timestamp_ms(seen)),
+                    connection_count: 0,
+                })
+            })
+            .collect())
+    }
+
+    /// Live connections per participant. Lapsed members are left for `sweep`, which reports
+    /// them; removing them here would lose that report.
     async fn live(&self, conversation: Uuid) -> Result<BTreeMap<String, i32>, fred::error::Error> {
         let now = now_ms();
-        let _: i64 =
-            self.redis.zremrangebyscore(presence_key(conversation), f64::NEG_INFINITY, now as f64).await?;
         let members: Vec<String> = self
             .redis
             .zrangebyscore(presence_key(conversation), now as f64, f64::INFINITY, false, None)

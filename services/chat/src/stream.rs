@@ -89,6 +89,10 @@ async fn announce_presence(engine: &Engine, conversation: Uuid, actor: &Actor, c
         last_seen_time: Some(now()),
         connection_count: count,
     };
+    announce(engine, conversation, presence).await;
+}
+
+async fn announce(engine: &Engine, conversation: Uuid, presence: pb::Presence) {
     let seq = last_seq(engine, conversation).await;
     engine
         .announce_ephemeral(
@@ -133,7 +137,7 @@ fn follow(
         let mut live = engine.fanout.subscribe(conversation);
         let guard = PresenceGuard { engine: engine.clone(), conversation, actor: actor(&caller), connection: Uuid::new_v4() };
         match engine.presence.join(conversation, &guard.actor, guard.connection).await {
-            Ok(count) => announce_presence(&engine, conversation, &guard.actor, count).await,
+            Ok((count, _)) => announce_presence(&engine, conversation, &guard.actor, count).await,
             Err(error) => tracing::warn!(%error, "presence unavailable; the stream goes on without it"),
         }
         let mut last = after_seq;
@@ -206,7 +210,15 @@ fn follow(
                     }
                 }
                 Wake::Renew => {
-                    let _ = engine.presence.join(conversation, &guard.actor, guard.connection).await;
+                    let renewed = engine.presence.join(conversation, &guard.actor, guard.connection).await;
+                    if let Ok((count, true)) = renewed {
+                        // Swept as lapsed while this stream was late to renew: online again.
+                        announce_presence(&engine, conversation, &guard.actor, count).await;
+                    }
+                    // Those whose replica died are noticed here, by whoever is still streaming.
+                    for presence in engine.presence.sweep(conversation).await.unwrap_or_default() {
+                        announce(&engine, conversation, presence).await;
+                    }
                 }
                 Wake::TypingCheck => {
                     let lapsed: Vec<(i32, String)> =

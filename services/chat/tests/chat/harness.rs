@@ -49,10 +49,23 @@ impl Chat {
 
     /// A service on `config`; `database` is dropped with it when given.
     pub(crate) async fn start_with(config: Config, database: Option<TestDatabase>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(&tokio::runtime::Handle::current(), config, database).await
+    }
+
+    /// A service whose tasks run on `runtime`.
+    async fn start_on(
+        runtime: &tokio::runtime::Handle,
+        config: Config,
+        database: Option<TestDatabase>,
+    ) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(codingagent_chat::serve(config.clone(), listener, shutdown.clone()));
+        let (serving, stop) = (config.clone(), shutdown.clone());
+        let handle = runtime.spawn(async move {
+            codingagent_chat::serve(serving, tokio::net::TcpListener::from_std(listener)?, stop).await
+        });
         let chat = Self { addr, config, shutdown, handle, database };
         // The port accepts connections before migrations are done; wait until it answers.
         let mut probe = chat.user("probe").await;
@@ -68,6 +81,14 @@ impl Chat {
     /// A second replica on the same database and Redis.
     pub(crate) async fn replica(&self) -> Self {
         Self::start_with(self.config.clone(), None).await
+    }
+
+    /// A second replica that can be killed like a process: see [`Doomed::crash`].
+    pub(crate) async fn doomed_replica(&self) -> Doomed {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let chat = Self::start_on(runtime.handle(), self.config.clone(), None).await;
+        Doomed { chat, runtime: Some(runtime) }
     }
 
     pub(crate) async fn client_for(&self, caller: Caller) -> Client {
@@ -136,4 +157,27 @@ pub(crate) async fn post(client: &mut Client, conversation: &str, text: &str) ->
         ..Default::default()
     };
     client.post_message(request).await.unwrap().into_inner().message.unwrap()
+}
+
+/// A replica on a runtime of its own.
+pub(crate) struct Doomed {
+    pub(crate) chat: Chat,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Doomed {
+    /// Ends the replica the way a killed process ends: its tasks are dropped where they stand
+    /// and nothing they would do on the way out (closing streams, saying goodbye) runs.
+    pub(crate) fn crash(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Doomed {
+    // A runtime may not be dropped inside another one, e.g. when an assertion fails first.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }

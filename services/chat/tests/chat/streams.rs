@@ -203,3 +203,52 @@ async fn presence_follows_open_streams_and_typing_signals_lapse() {
     assert_eq!((alice_now.state, alice_now.connection_count), (pb::PresenceState::Away as i32, 0));
     chat.stop().await;
 }
+
+#[tokio::test]
+async fn streams_of_a_replica_that_dies_lapse_and_the_survivors_report_them_offline() {
+    let database = codingagent_testkit::TestDatabase::create().await.unwrap();
+    let mut config = crate::harness::config(&database).await;
+    // Long enough that "not lapsed yet" can be observed right after the crash.
+    config.presence_ttl_secs = 6;
+    let chat = Chat::start_with(config, Some(database)).await;
+    let doomed = chat.doomed_replica().await;
+    let (mut alice, mut bob) = (doomed.chat.user("alice").await, chat.user("bob").await);
+    let id = conversation(&mut bob, "crash", &["alice"]).await.id;
+    let mut bobs = open(&mut bob, &id, 0).await;
+    let is_alice = |e: &Event, state: pb::PresenceState| {
+        matches!(e, Event::Presence(p) if p.presence.as_ref().is_some_and(|p| p.state == state as i32 && p.actor.as_ref().unwrap().id == "alice"))
+    };
+    let _alices = open(&mut alice, &id, 0).await;
+    next(&mut bobs, |e| is_alice(e, pb::PresenceState::Online)).await;
+
+    doomed.crash();
+    let alice_listed = |mut bob: Client| {
+        let request = pb::ListPresenceRequest { conversation_id: id.clone(), ..Default::default() };
+        async move {
+            let listed = bob.list_presence(request).await.unwrap().into_inner().presences;
+            let alice = listed.into_iter().find(|p| p.actor.as_ref().unwrap().id == "alice").unwrap();
+            (alice.state, alice.connection_count)
+        }
+    };
+    // Her stream never said goodbye, so she stays online until its entry lapses...
+    assert_eq!(alice_listed(bob.clone()).await, (pb::PresenceState::Online as i32, 1));
+    // ...and then bob's stream, sweeping as it renews its own, reports her offline.
+    let offline = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let event = bobs.message().await.unwrap().expect("the stream ended early").event.unwrap();
+            if event.event.as_ref().is_some_and(|e| is_alice(e, pb::PresenceState::Offline)) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("alice never went offline");
+    let Some(Event::Presence(pb::PresenceEvent { presence: Some(gone) })) = offline.event else { unreachable!() };
+    let last_seen = gone.last_seen_time.unwrap();
+    let lapsed_for = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH + Duration::new(last_seen.seconds as u64, last_seen.nanos as u32))
+        .unwrap();
+    assert!(lapsed_for >= Duration::from_secs(6), "last seen at her last renewal, one TTL ago: {lapsed_for:?}");
+    assert_eq!(alice_listed(bob.clone()).await, (pb::PresenceState::Away as i32, 0));
+    chat.stop().await;
+}
