@@ -215,9 +215,7 @@ async fn streams_of_a_replica_that_dies_lapse_and_the_survivors_report_them_offl
     let (mut alice, mut bob) = (doomed.chat.user("alice").await, chat.user("bob").await);
     let id = conversation(&mut bob, "crash", &["alice"]).await.id;
     let mut bobs = open(&mut bob, &id, 0).await;
-    let is_alice = |e: &Event, state: pb::PresenceState| {
-        matches!(e, Event::Presence(p) if p.presence.as_ref().is_some_and(|p| p.state == state as i32 && p.actor.as_ref().unwrap().id == "alice"))
-    };
+    let is_alice = |e: &Event, state: pb::PresenceState| matches!(e, Event::Presence(p) if p.presence.as_ref().is_some_and(|p| p.state == state as i32 && p.actor.as_ref().unwrap().id == "alice"));
     let _alices = open(&mut alice, &id, 0).await;
     next(&mut bobs, |e| is_alice(e, pb::PresenceState::Online)).await;
 
@@ -243,12 +241,19 @@ async fn streams_of_a_replica_that_dies_lapse_and_the_survivors_report_them_offl
     })
     .await
     .expect("alice never went offline");
-    let Some(Event::Presence(pb::PresenceEvent { presence: Some(gone) })) = offline.event else { unreachable!() };
+    let Some(Event::Presence(pb::PresenceEvent { presence: Some(gone) })) = offline.event else {
+        unreachable!()
+    };
     let last_seen = gone.last_seen_time.unwrap();
     let lapsed_for = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH + Duration::new(last_seen.seconds as u64, last_seen.nanos as u32))
+        .duration_since(
+            std::time::UNIX_EPOCH + Duration::new(last_seen.seconds as u64, last_seen.nanos as u32),
+        )
         .unwrap();
-    assert!(lapsed_for >= Duration::from_secs(6), "last seen at her last renewal, one TTL ago: {lapsed_for:?}");
+    assert!(
+        lapsed_for >= Duration::from_secs(6),
+        "last seen at her last renewal, one TTL ago: {lapsed_for:?}"
+    );
     assert_eq!(alice_listed(bob.clone()).await, (pb::PresenceState::Away as i32, 0));
     chat.stop().await;
 }
