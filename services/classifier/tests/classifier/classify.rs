@@ -190,7 +190,11 @@ async fn the_llm_stage_asks_the_llm_service_on_the_users_behalf() {
         codingagent_testkit::connect(llm_addr).await,
         StaticToken::new(Some(token)),
     );
-    llm_ops.sync_registry(llm::SyncRegistryRequest::default()).await.unwrap();
+    let synced = llm_ops.sync_registry(llm::SyncRegistryRequest::default()).await.unwrap().into_inner();
+    assert!(
+        synced.providers.iter().all(|p| p.ok),
+        "the local model server must answer (`./dev test` starts it; by hand: ./dev start llm): {synced:?}"
+    );
 
     let classifier = Classifier::start(config, database).await;
     let user = unique_name("asker");
