@@ -24,6 +24,16 @@ pub fn kafka_bootstrap() -> String {
     env_or("KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
 }
 
+/// The `kafka.topic_prefix` of every service under test, so a platform running beside the
+/// test suite on the same broker (`./dev up`) neither reads the tests' events nor feeds its
+/// own into them.
+pub const TOPIC_PREFIX: &str = "test.";
+
+/// The broker's name of topic `name` for services under test.
+pub fn topic(name: &str) -> String {
+    format!("{TOPIC_PREFIX}{name}")
+}
+
 /// A name no other test (or earlier run) uses, for topics, consumer groups and schemas.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())

@@ -9,6 +9,6 @@ mod kafka;
 mod probe;
 
 pub use client::connect;
-pub use infra::{TestDatabase, dev, kafka_bootstrap, redis_url, repo_path, unique_name};
+pub use infra::{TOPIC_PREFIX, TestDatabase, dev, kafka_bootstrap, redis_url, repo_path, topic, unique_name};
 pub use kafka::{Record, find_record, publish_event, read_topic};
 pub use probe::pb;

@@ -14,7 +14,7 @@ async fn a_posted_message_is_published_as_message_posted() {
     let message = post(&mut alice, &id, "publish me").await;
     let wanted = message.id.clone();
     let record = codingagent_testkit::find_record(
-        topics::CHAT,
+        &codingagent_testkit::topic(topics::CHAT),
         move |r| {
             r.headers.get("ce_type").map(String::as_str) == Some("codingagent.events.v1.MessagePosted")
                 && MessagePosted::decode(r.payload.as_slice())

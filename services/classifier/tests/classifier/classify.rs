@@ -155,8 +155,11 @@ async fn llm_service()
     config.server.shutdown_grace_secs = 2;
     config.database = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
     config.redis = RedisConfig { url: Secret::new(codingagent_testkit::redis_url()) };
-    config.kafka =
-        KafkaConfig { bootstrap_servers: codingagent_testkit::kafka_bootstrap(), ..KafkaConfig::default() };
+    config.kafka = KafkaConfig {
+        bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
+        topic_prefix: codingagent_testkit::TOPIC_PREFIX.into(),
+        ..KafkaConfig::default()
+    };
     config.ollama = None;
     config.openai.push(codingagent_llm::config::OpenAiConfig {
         name: "local".into(),

@@ -80,9 +80,14 @@ fn summary(
 }
 
 async fn publish<M: Message + Name>(key: &str, event: &M) {
-    codingagent_testkit::publish_event(topics::TASK, key, &M::full_name(), event.encode_to_vec())
-        .await
-        .unwrap();
+    codingagent_testkit::publish_event(
+        &codingagent_testkit::topic(topics::TASK),
+        key,
+        &M::full_name(),
+        event.encode_to_vec(),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -145,6 +145,10 @@ impl Default for RedisConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
+    /// Put before every topic name on the broker, so that installations sharing one broker
+    /// (a test suite beside a running platform, staging beside production) never read each
+    /// other's events. Outbox rows and handlers keep the plain names.
+    pub topic_prefix: String,
     /// Partitions and replication of topics created at start-up when missing.
     pub topic_partitions: i32,
     pub topic_replication: i32,
@@ -162,6 +166,7 @@ impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
             bootstrap_servers: "127.0.0.1:59092".into(),
+            topic_prefix: String::new(),
             topic_partitions: 3,
             topic_replication: 1,
             relay_batch_size: 256,
@@ -173,9 +178,22 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The name a topic has on the broker.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         if self.bootstrap_servers.trim().is_empty() {
             return Err(ConfigError::invalid(format!("{prefix}.bootstrap_servers"), "must not be empty"));
+        }
+        // Kafka's own rule for topic names; the longest plain name here has 25 characters.
+        let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if !self.topic_prefix.chars().all(legal) || self.topic_prefix.len() > 200 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.topic_prefix"),
+                "may hold only ASCII letters, digits, '.', '_' and '-', at most 200 of them",
+            ));
         }
         positive(prefix, "topic_partitions", self.topic_partitions.max(0) as u64)?;
         positive(prefix, "topic_replication", self.topic_replication.max(0) as u64)?;

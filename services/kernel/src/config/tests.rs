@@ -139,3 +139,14 @@ fn dump_redacts_secrets() {
     assert!(dumped.contains(REDACTED), "{dumped}");
     assert!(!format!("{config:?}").contains("supersecret"));
 }
+
+#[test]
+fn a_topic_prefix_names_topics_and_must_be_legal_for_kafka() {
+    let mut kafka = KafkaConfig { topic_prefix: "staging.".into(), ..KafkaConfig::default() };
+    assert!(kafka.validate("kafka").is_ok());
+    assert_eq!(kafka.topic("codingagent.chat.v1"), "staging.codingagent.chat.v1");
+    kafka.topic_prefix = "staging/".into();
+    let error = kafka.validate("kafka").unwrap_err().to_string();
+    assert!(error.contains("kafka.topic_prefix"), "{error}");
+    assert_eq!(KafkaConfig::default().topic("codingagent.chat.v1"), "codingagent.chat.v1");
+}

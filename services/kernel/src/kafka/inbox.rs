@@ -55,7 +55,8 @@ impl ReceivedEvent {
         Ok(M::decode(self.payload.as_slice())?)
     }
 
-    fn from_message(message: &BorrowedMessage<'_>) -> Self {
+    /// `topic_prefix` is taken off the topic's name, so handlers see the plain one.
+    fn from_message(message: &BorrowedMessage<'_>, topic_prefix: &str) -> Self {
         let headers = cloudevents::read(message.headers());
         // An event without an id (not written by an outbox) is deduplicated by position.
         let id = headers
@@ -66,7 +67,7 @@ impl ReceivedEvent {
             id,
             event_type: headers.get(cloudevents::TYPE).cloned().unwrap_or_default(),
             source: headers.get(cloudevents::SOURCE).cloned().unwrap_or_default(),
-            topic: message.topic().to_owned(),
+            topic: message.topic().strip_prefix(topic_prefix).unwrap_or(message.topic()).to_owned(),
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().and_then(|k| std::str::from_utf8(k).ok()).map(str::to_owned),
@@ -116,6 +117,7 @@ pub struct InboxConsumer {
     consumer: StreamConsumer,
     pool: PgPool,
     name: String,
+    topic_prefix: String,
 }
 
 impl std::fmt::Debug for InboxConsumer {
@@ -134,8 +136,9 @@ impl InboxConsumer {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .create()?;
-        consumer.subscribe(topics)?;
-        Ok(Self { consumer, pool, name: name.to_owned() })
+        let topics: Vec<String> = topics.iter().map(|topic| config.topic(topic)).collect();
+        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(Self { consumer, pool, name: name.to_owned(), topic_prefix: config.topic_prefix.clone() })
     }
 
     /// Consumes until `shutdown`. A failing handler is retried with backoff on the same
@@ -154,7 +157,7 @@ impl InboxConsumer {
                     continue;
                 }
             };
-            let event = ReceivedEvent::from_message(&message);
+            let event = ReceivedEvent::from_message(&message, &self.topic_prefix);
             let mut backoff = Duration::from_millis(100);
             loop {
                 match self.process(&handler, &event).await {

@@ -201,11 +201,14 @@ impl Relay {
                 source: self.source.clone(),
                 time: row.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
             };
-            let record = FutureRecord::to(&row.topic)
-                .key(&row.key)
-                .payload(&row.payload)
-                .headers(cloudevents::headers(&attributes, &row.trace_context));
-            async move { self.producer.send(record, timeout).await.map(drop).map_err(|(error, _)| error) }
+            let topic = self.config.topic(&row.topic);
+            async move {
+                let record = FutureRecord::to(&topic)
+                    .key(&row.key)
+                    .payload(&row.payload)
+                    .headers(cloudevents::headers(&attributes, &row.trace_context));
+                self.producer.send(record, timeout).await.map(drop).map_err(|(error, _)| error)
+            }
         });
         futures::future::join_all(sends).await
     }

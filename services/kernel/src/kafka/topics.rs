@@ -30,6 +30,7 @@ pub(crate) fn client_config(config: &KafkaConfig, client_id: &str) -> ClientConf
 /// Creates every topic in `names` that does not exist yet; existing ones are left as they are.
 pub async fn ensure(config: &KafkaConfig, names: &[&str]) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config, "codingagent-admin").create()?;
+    let names: Vec<String> = names.iter().map(|name| config.topic(name)).collect();
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| {

@@ -28,6 +28,7 @@ impl Fixture {
         // One partition, so a sentinel event proves that everything before it was consumed.
         let kafka = KafkaConfig {
             bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
+            topic_prefix: codingagent_testkit::TOPIC_PREFIX.into(),
             topic_partitions: 1,
             relay_poll_ms: 100,
             ..KafkaConfig::default()
@@ -35,6 +36,11 @@ impl Fixture {
         let topic = unique_name("codingagent.test");
         topics::ensure(&kafka, &[&topic]).await.unwrap();
         Self { database, pool, kafka, topic }
+    }
+
+    /// The topic's name on the broker: the relay puts the configured prefix before it.
+    fn on_broker(&self) -> String {
+        self.kafka.topic(&self.topic)
     }
 
     fn relay(&self) -> Relay {
@@ -113,7 +119,7 @@ async fn committed_events_are_applied_exactly_once_even_when_the_relay_dies_befo
     assert_eq!(relay.relay_once().await.unwrap(), 0, "nothing left to publish");
 
     // Kafka really holds the duplicate (same event id twice) and nothing rolled back.
-    let records = read_topic(&fixture.topic, 4, Duration::from_secs(15)).await.unwrap();
+    let records = read_topic(&fixture.on_broker(), 4, Duration::from_secs(15)).await.unwrap();
     let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
     assert_eq!(keys, ["committed", "committed", "sentinel"]);
     assert_eq!(records[0].headers["ce_id"], records[1].headers["ce_id"]);
@@ -149,7 +155,7 @@ async fn the_running_relay_publishes_each_commit_promptly_and_drains_on_shutdown
     for id in ["one", "two", "three"] {
         fixture.write(id, true).await;
     }
-    let records = read_topic(&fixture.topic, 3, Duration::from_secs(20)).await.unwrap();
+    let records = read_topic(&fixture.on_broker(), 3, Duration::from_secs(20)).await.unwrap();
     let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
     assert_eq!(keys, ["one", "two", "three"], "a partition keeps commit order");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -163,7 +169,7 @@ async fn the_running_relay_publishes_each_commit_promptly_and_drains_on_shutdown
     relay.await.unwrap();
     // Whatever was committed before the relay stopped is either published or still pending,
     // never lost.
-    let published = read_topic(&fixture.topic, 4, Duration::from_secs(5)).await.unwrap().len();
+    let published = read_topic(&fixture.on_broker(), 4, Duration::from_secs(5)).await.unwrap().len();
     assert_eq!(published as i64 + fixture.pending().await, 4);
     fixture.finish().await;
 }
@@ -231,7 +237,7 @@ async fn events_committed_while_kafka_is_down_are_delivered_after_it_restarts() 
     restart().await.unwrap().unwrap();
     assert_eq!(pending_during_outage, 3);
 
-    let records = read_topic(&fixture.topic, 3, Duration::from_secs(90)).await.unwrap();
+    let records = read_topic(&fixture.on_broker(), 3, Duration::from_secs(90)).await.unwrap();
     let keys: Vec<_> = records.iter().map(|r| r.key.clone().unwrap_or_default()).collect();
     assert_eq!(keys, ["during-1", "during-2", "during-3"]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -247,7 +253,7 @@ async fn events_committed_while_kafka_is_down_are_delivered_after_it_restarts() 
 /// The first record of the fixture's topic as kcat prints it with `format`.
 fn kcat_first_record(fixture: &Fixture, format: &str) -> Vec<u8> {
     let output = Command::new("kcat")
-        .args(["-C", "-b", &fixture.kafka.bootstrap_servers, "-t", &fixture.topic])
+        .args(["-C", "-b", &fixture.kafka.bootstrap_servers, "-t", &fixture.on_broker()])
         .args(["-o", "beginning", "-c", "1", "-e", "-q", "-f", format])
         .output()
         .expect("kcat is installed by ./dev");

@@ -56,6 +56,7 @@ impl Llm {
         config.redis = RedisConfig { url: Secret::new(codingagent_testkit::redis_url()) };
         config.kafka = KafkaConfig {
             bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
+            topic_prefix: codingagent_testkit::TOPIC_PREFIX.into(),
             relay_poll_ms: 100,
             ..KafkaConfig::default()
         };

@@ -38,7 +38,7 @@ async fn streams_tokens_from_a_real_model_server_with_usage_and_records() {
     // Other services learn of every call through Kafka.
     let id = result.usage_record_id.clone();
     let event = codingagent_testkit::find_record(
-        "codingagent.llm.v1",
+        &codingagent_testkit::topic(codingagent_kernel::kafka::topics::LLM),
         move |r| r.key.as_deref() == Some(&id),
         Duration::from_secs(30),
     )

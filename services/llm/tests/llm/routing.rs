@@ -205,7 +205,7 @@ async fn selection_goes_explicit_then_ab_test_then_learned_then_default() {
             ..Default::default()
         };
         codingagent_testkit::publish_event(
-            "codingagent.task.v1",
+            &codingagent_testkit::topic(codingagent_kernel::kafka::topics::TASK),
             &event.task_id,
             "codingagent.events.v1.TaskSucceeded",
             prost::Message::encode_to_vec(&event),
