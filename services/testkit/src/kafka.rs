@@ -115,3 +115,17 @@ pub async fn publish_event(topic: &str, key: &str, event_type: &str, payload: Ve
         .map_err(|(error, _)| error)?;
     Ok(())
 }
+
+/// Deletes a topic a test created, so runs against a long-lived broker do not pile up
+/// partitions (each holds preallocated index files and slows the broker's start).
+pub async fn delete_topic(topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", crate::kafka_bootstrap()).create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(&[topic], &options).await? {
+        result.map_err(|(topic, code)| anyhow::anyhow!("cannot delete topic {topic}: {code}"))?;
+    }
+    Ok(())
+}

@@ -10,5 +10,5 @@ mod probe;
 
 pub use client::connect;
 pub use infra::{TOPIC_PREFIX, TestDatabase, dev, kafka_bootstrap, redis_url, repo_path, topic, unique_name};
-pub use kafka::{Record, find_record, publish_event, read_topic};
+pub use kafka::{Record, delete_topic, find_record, publish_event, read_topic};
 pub use probe::pb;

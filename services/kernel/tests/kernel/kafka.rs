@@ -73,6 +73,7 @@ impl Fixture {
     }
 
     async fn finish(self) {
+        codingagent_testkit::delete_topic(&self.on_broker()).await.unwrap();
         self.pool.close().await;
         self.database.drop_database().await.unwrap();
     }
