@@ -107,7 +107,8 @@ impl Presence {
 
     /// Removes the streams that lapsed (their replica died without closing them) and returns,
     /// as OFFLINE, the participants left without an open stream. Each removal is answered to
-    /// one caller only, so when several streams sweep at once a participant is reported once.
+    /// one caller only, so streams sweeping at once do not repeat each other's reports (two
+    /// lapsed streams of one participant, swept by two callers, may each report them).
     pub(crate) async fn sweep(&self, conversation: Uuid) -> Result<Vec<pb::Presence>, fred::error::Error> {
         let lapsed: Vec<(String, f64)> = self
             .redis
