@@ -2,9 +2,11 @@
 //! be probed; members who can see it but may not change it get PERMISSION_DENIED.
 
 use crate::error::{ChatError, Result};
-use crate::store::Conversation;
+use crate::store::{self, Conversation};
 use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::common::v1::Actor;
+use sqlx::PgConnection;
+use uuid::Uuid;
 
 /// The caller's standing in one conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,22 @@ pub(crate) fn role(conversation: &Conversation, caller: &Caller) -> Result<Role>
         Some(user) if conversation.member_ids.iter().any(|m| m == user) => Ok(Role::Member),
         _ => Err(ChatError::not_found("conversation", conversation.id.to_string())),
     }
+}
+
+/// The live conversation `id` and the caller's role in it; NOT_FOUND when it does not exist
+/// or is not theirs to see (the two look alike on purpose). `lock` takes its row lock, as
+/// every change of the conversation or its messages must.
+pub(crate) async fn find(
+    conn: &mut PgConnection,
+    id: Uuid,
+    caller: &Caller,
+    lock: bool,
+) -> Result<(Conversation, Role)> {
+    let conversation = store::conversation_by_id(conn, id, lock)
+        .await?
+        .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
+    let role = role(&conversation, caller)?;
+    Ok((conversation, role))
 }
 
 /// Owner-only changes: members are told they may not; services may not either.

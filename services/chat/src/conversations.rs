@@ -1,9 +1,9 @@
 //! Conversation RPCs: create, get, list, update (title, members) and soft delete.
 
-use crate::access::{require_owner, role};
+use crate::access::{find, require_owner};
 use crate::convert::{actor, now, timestamp};
 use crate::engine::Engine;
-use crate::error::{ChatError, Result};
+use crate::error::Result;
 use crate::store::{self, Change};
 use crate::validate::Violations;
 use codingagent_kernel::idempotency::Key;
@@ -50,11 +50,7 @@ pub(crate) async fn create(
 /// The conversation with `id` if the caller may see it; NOT_FOUND otherwise.
 pub(crate) async fn visible(engine: &Engine, caller: &Caller, id: Uuid) -> Result<store::Conversation> {
     let mut conn = engine.pool.acquire().await?;
-    let conversation = store::conversation_by_id(&mut conn, id, false)
-        .await?
-        .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
-    role(&conversation, caller)?;
-    Ok(conversation)
+    Ok(find(&mut conn, id, caller, false).await?.0)
 }
 
 pub(crate) async fn get(
@@ -124,9 +120,7 @@ pub(crate) async fn update(
     let key = Key { caller: &caller.subject, method: "UpdateConversation", request_id: &request.request_id };
     engine
         .mutate(key, async |tx| {
-            let current = store::conversation_by_id(&mut *tx, id, true)
-                .await?
-                .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
+            let (current, _) = find(&mut *tx, id, caller, true).await?;
             require_owner(&current, caller)?;
             let title = paths.iter().any(|p| p == "title").then(|| changes.title.trim());
             let members = paths.iter().any(|p| p == "member_ids").then_some(changes.member_ids.as_slice());
@@ -160,9 +154,7 @@ pub(crate) async fn delete(
     let key = Key { caller: &caller.subject, method: "DeleteConversation", request_id: &request.request_id };
     engine
         .mutate(key, async |tx| {
-            let current = store::conversation_by_id(&mut *tx, id, true)
-                .await?
-                .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
+            let (current, _) = find(&mut *tx, id, caller, true).await?;
             require_owner(&current, caller)?;
             let by = actor(caller);
             let seq = store::next_seq(&mut *tx, id, Change::Conversation).await?;

@@ -2,7 +2,6 @@
 //! part named `file`) and `GET /v1/conversations/{id}/attachments/{attachment}/content`.
 //! Errors are JSON with the same reason codes and field violations as the gRPC API.
 
-use crate::access::role;
 use crate::attachments::{self, NewAttachment, object_path};
 use crate::engine::Engine;
 use crate::error::ChatError;
@@ -85,11 +84,7 @@ async fn conversation(engine: &Engine, caller: &Caller, raw: &str) -> Result<sto
             Some("conversation_id"),
         )
     })?;
-    let mut conn = engine.pool.acquire().await.map_err(|e| from_chat(e.into()))?;
-    let found = store::conversation_by_id(&mut conn, id, false).await.map_err(|e| from_chat(e.into()))?;
-    let found = found.ok_or_else(|| from_chat(ChatError::not_found("conversation", raw)))?;
-    role(&found, caller).map_err(from_chat)?;
-    Ok(found)
+    crate::conversations::visible(engine, caller, id).await.map_err(from_chat)
 }
 
 async fn upload(

@@ -49,10 +49,7 @@ pub(crate) async fn post(
     let key = Key { caller: &caller.subject, method: "PostMessage", request_id: &request.request_id };
     engine
         .mutate(key, async |tx| {
-            let conversation = store::conversation_by_id(&mut *tx, id, true)
-                .await?
-                .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
-            role(&conversation, caller)?;
+            let (conversation, _) = crate::access::find(&mut *tx, id, caller, true).await?;
             if let Some(reply_to) = reply_to
                 && !store::message_in(&mut *tx, id, reply_to).await?
             {

@@ -101,9 +101,7 @@ pub(crate) async fn search(
     }
     if let Some(id) = conversation {
         // A conversation the caller cannot see is NOT_FOUND, as everywhere.
-        let found = store::conversation_by_id(&mut conn, id, false).await?;
-        let found = found.ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?;
-        crate::access::role(&found, caller)?;
+        crate::access::find(&mut conn, id, caller, false).await?;
     }
     let rows = sqlx::query(
         "WITH q AS (SELECT websearch_to_tsquery('english', $2) AS q), \

@@ -55,13 +55,7 @@ pub(crate) async fn open(
     }
     v.finish()?;
     let id = id.unwrap_or_default();
-    let conversation = {
-        let mut conn = engine.pool.acquire().await?;
-        store::conversation_by_id(&mut conn, id, false)
-            .await?
-            .ok_or_else(|| ChatError::not_found("conversation", id.to_string()))?
-    };
-    role(&conversation, caller)?;
+    let conversation = crate::conversations::visible(&engine, caller, id).await?;
     if request.after_seq > conversation.proto.last_seq {
         return Err(ChatError::OutOfRange(format!(
             "after_seq {} is beyond the conversation's last seq {}",
