@@ -2,7 +2,6 @@
 
 use codingagent_chat::Config;
 use codingagent_kernel::CancellationToken;
-use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
 use codingagent_kernel::identity::{Caller, StaticToken, TokenMinter};
 use codingagent_proto::codingagent::chat::v1 as pb;
 use codingagent_proto::codingagent::chat::v1::chat_service_client::ChatServiceClient;
@@ -21,16 +20,13 @@ pub(crate) struct Chat {
 }
 
 pub(crate) async fn config(database: &TestDatabase) -> Config {
-    let mut config = Config::default();
-    config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
-    config.server.shutdown_grace_secs = 2;
-    config.database = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
-    config.redis = RedisConfig { url: Secret::new(codingagent_testkit::redis_url()) };
-    config.kafka = KafkaConfig {
-        bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
-        topic_prefix: codingagent_testkit::TOPIC_PREFIX.into(),
-        relay_poll_ms: 100,
-        ..KafkaConfig::default()
+    let shared = codingagent_testkit::sections(database);
+    let mut config = Config {
+        server: shared.server,
+        database: shared.database,
+        redis: shared.redis,
+        kafka: shared.kafka,
+        ..Config::default()
     };
     config.attachments.local_dir =
         std::env::temp_dir().join(codingagent_testkit::unique_name("chat-attachments"));
@@ -93,10 +89,8 @@ impl Chat {
     }
 
     pub(crate) async fn client_for(&self, caller: Caller) -> Client {
-        let token = TokenMinter::new(&self.config.identity).mint(&caller).unwrap();
-        ChatServiceClient::with_interceptor(
-            codingagent_testkit::connect(self.addr).await,
-            StaticToken::new(Some(token)),
+        ChatServiceClient::new(
+            codingagent_testkit::connect_as(self.addr, &self.config.identity, &caller).await,
         )
     }
 

@@ -148,17 +148,14 @@ async fn an_unreachable_llm_service_leaves_the_best_earlier_answer() {
 /// The llm service, in process, in front of the real local model server `./dev` starts.
 async fn llm_service()
 -> (std::net::SocketAddr, codingagent_kernel::CancellationToken, codingagent_testkit::TestDatabase) {
-    use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
     let database = codingagent_testkit::TestDatabase::create().await.unwrap();
-    let mut config = codingagent_llm::Config::default();
-    config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
-    config.server.shutdown_grace_secs = 2;
-    config.database = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
-    config.redis = RedisConfig { url: Secret::new(codingagent_testkit::redis_url()) };
-    config.kafka = KafkaConfig {
-        bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
-        topic_prefix: codingagent_testkit::TOPIC_PREFIX.into(),
-        ..KafkaConfig::default()
+    let shared = codingagent_testkit::sections(&database);
+    let mut config = codingagent_llm::Config {
+        server: shared.server,
+        database: shared.database,
+        redis: shared.redis,
+        kafka: shared.kafka,
+        ..codingagent_llm::Config::default()
     };
     config.ollama = None;
     config.openai.push(codingagent_llm::config::OpenAiConfig {

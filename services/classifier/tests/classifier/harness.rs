@@ -2,8 +2,7 @@
 
 use codingagent_classifier::Config;
 use codingagent_kernel::CancellationToken;
-use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
-use codingagent_kernel::identity::{Caller, OPERATOR_ROLE, StaticToken, TokenMinter};
+use codingagent_kernel::identity::{Caller, OPERATOR_ROLE, StaticToken};
 use codingagent_proto::codingagent::classifier::v1 as pb;
 use codingagent_proto::codingagent::classifier::v1::classifier_service_client::ClassifierServiceClient;
 use codingagent_testkit::{TestDatabase, unique_name};
@@ -25,16 +24,13 @@ pub(crate) struct Classifier {
 /// the test asks, and no LLM stage.
 pub(crate) async fn config() -> (Config, TestDatabase) {
     let database = TestDatabase::create().await.unwrap();
-    let mut config = Config::default();
-    config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
-    config.server.shutdown_grace_secs = 2;
-    config.database = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
-    config.redis = RedisConfig { url: Secret::new(codingagent_testkit::redis_url()) };
-    config.kafka = KafkaConfig {
-        bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
-        topic_prefix: codingagent_testkit::TOPIC_PREFIX.into(),
-        relay_poll_ms: 100,
-        ..KafkaConfig::default()
+    let shared = codingagent_testkit::sections(&database);
+    let mut config = Config {
+        server: shared.server,
+        database: shared.database,
+        redis: shared.redis,
+        kafka: shared.kafka,
+        ..Config::default()
     };
     config.task_outcomes_group = unique_name("classifier-test");
     config.training.seed_on_start = false;
@@ -69,10 +65,8 @@ impl Classifier {
     }
 
     pub(crate) async fn client_for(&self, caller: Caller) -> Client {
-        let token = TokenMinter::new(&self.config.identity).mint(&caller).unwrap();
-        ClassifierServiceClient::with_interceptor(
-            codingagent_testkit::connect(self.addr).await,
-            StaticToken::new(Some(token)),
+        ClassifierServiceClient::new(
+            codingagent_testkit::connect_as(self.addr, &self.config.identity, &caller).await,
         )
     }
 

@@ -1,6 +1,6 @@
 //! The outbox, relay and inbox against the real PostgreSQL and Kafka.
 
-use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, Secret};
+use codingagent_kernel::config::KafkaConfig;
 use codingagent_kernel::kafka::relay::{self, Relay};
 use codingagent_kernel::kafka::{EventHandler, HandlerError, InboxConsumer, ReceivedEvent, enqueue, topics};
 use codingagent_kernel::telemetry::metrics::Metrics;
@@ -23,16 +23,10 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let database = TestDatabase::create().await.unwrap();
-        let config = DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
-        let pool = db::connect(&config, "kernel_test", &MIGRATIONS).await.unwrap();
+        let shared = codingagent_testkit::sections(&database);
+        let pool = db::connect(&shared.database, "kernel_test", &MIGRATIONS).await.unwrap();
         // One partition, so a sentinel event proves that everything before it was consumed.
-        let kafka = KafkaConfig {
-            bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
-            topic_prefix: codingagent_testkit::TOPIC_PREFIX.into(),
-            topic_partitions: 1,
-            relay_poll_ms: 100,
-            ..KafkaConfig::default()
-        };
+        let kafka = KafkaConfig { topic_partitions: 1, ..shared.kafka };
         let topic = unique_name("codingagent.test");
         topics::ensure(&kafka, &[&topic]).await.unwrap();
         Self { database, pool, kafka, topic }

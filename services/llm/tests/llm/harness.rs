@@ -1,8 +1,7 @@
 //! One llm service per test, with its own database, consumer group and Ollama double.
 
 use codingagent_kernel::CancellationToken;
-use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret};
-use codingagent_kernel::identity::{Caller, OPERATOR_ROLE, StaticToken, TokenMinter};
+use codingagent_kernel::identity::{Caller, OPERATOR_ROLE, StaticToken};
 use codingagent_llm::Config;
 use codingagent_llm::config::{OllamaConfig, OpenAiConfig};
 use codingagent_proto::codingagent::llm::v1 as pb;
@@ -48,17 +47,13 @@ impl Llm {
     /// Ollama models in the registry.
     pub(crate) async fn start(setup: Setup, ollama: MockServer) -> Self {
         let database = TestDatabase::create().await.unwrap();
-        let mut config = Config::default();
-        config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
-        config.server.shutdown_grace_secs = 2;
-        config.database =
-            DatabaseConfig { url: Secret::new(database.url.clone()), ..DatabaseConfig::default() };
-        config.redis = RedisConfig { url: Secret::new(codingagent_testkit::redis_url()) };
-        config.kafka = KafkaConfig {
-            bootstrap_servers: codingagent_testkit::kafka_bootstrap(),
-            topic_prefix: codingagent_testkit::TOPIC_PREFIX.into(),
-            relay_poll_ms: 100,
-            ..KafkaConfig::default()
+        let shared = codingagent_testkit::sections(&database);
+        let mut config = Config {
+            server: shared.server,
+            database: shared.database,
+            redis: shared.redis,
+            kafka: shared.kafka,
+            ..Config::default()
         };
         config.ollama = Some(OllamaConfig {
             base_url: setup.ollama_url.clone().unwrap_or_else(|| ollama.uri()),
@@ -101,10 +96,8 @@ impl Llm {
     }
 
     pub(crate) async fn client_for(&self, caller: Caller) -> Client {
-        let token = TokenMinter::new(&self.config.identity).mint(&caller).unwrap();
-        LlmServiceClient::with_interceptor(
-            codingagent_testkit::connect(self.addr).await,
-            StaticToken::new(Some(token)),
+        LlmServiceClient::new(
+            codingagent_testkit::connect_as(self.addr, &self.config.identity, &caller).await,
         )
     }
 
