@@ -11,6 +11,7 @@
 //
 // Bounded: 4 virtual users for 30 s, loopback only.
 import grpc from 'k6/net/grpc';
+import { lazyClient } from './lib/client.js';
 import { Trend } from 'k6/metrics';
 import { check } from 'k6';
 
@@ -21,28 +22,23 @@ export const options = { scenarios: { mix: { executor: 'constant-vus', vus: 4, d
 const address = __ENV.CHAT_ADDR || '127.0.0.1:50055';
 const metadata = { 'x-codingagent-identity': __ENV.TOKEN };
 const conversations = open(__ENV.CONVERSATIONS).split('\n').filter((c) => c.length > 0);
-const client = new grpc.Client();
-let connected = false;
+const client = lazyClient(address);
 
 export default function () {
-  if (!connected) {
-    client.connect(address, { plaintext: true, reflect: true });
-    connected = true;
-  }
   const n = Math.floor(Math.random() * 1e9);
   const conversationId = conversations[Math.floor(Math.random() * conversations.length)];
   if (Math.random() < 0.1) {
-    const posted = client.invoke('codingagent.chat.v1.ChatService/PostMessage',
+    const posted = client().invoke('codingagent.chat.v1.ChatService/PostMessage',
       { conversationId, text: `cache mix message ${n}: the build broke again after the merge` }, { metadata });
     check(posted, { 'post ok': (r) => r && r.status === grpc.StatusOK });
     return;
   }
   const page = { conversationId, direction: 'LIST_MESSAGES_DIRECTION_BACKWARD', pageSize: 50 };
   let started = Date.now();
-  const fromCache = client.invoke('codingagent.chat.v1.ChatService/ListMessages', page, { metadata });
+  const fromCache = client().invoke('codingagent.chat.v1.ChatService/ListMessages', page, { metadata });
   cached.add(Date.now() - started);
   started = Date.now();
-  const fromDatabase = client.invoke('codingagent.chat.v1.ChatService/ListMessages',
+  const fromDatabase = client().invoke('codingagent.chat.v1.ChatService/ListMessages',
     Object.assign({ anchorSeq: 1000000000 }, page), { metadata });
   uncached.add(Date.now() - started);
   check(fromCache, { 'cached ok': (r) => r && r.status === grpc.StatusOK });

@@ -8,6 +8,7 @@
 //
 // Bounded: 101 virtual users for 30 s, loopback only.
 import grpc from 'k6/net/grpc';
+import { lazyClient } from './lib/client.js';
 import { Trend } from 'k6/metrics';
 import { check } from 'k6';
 import { setTimeout } from 'k6/timers';
@@ -24,20 +25,11 @@ export const options = {
 
 const address = __ENV.CHAT_ADDR || '127.0.0.1:50055';
 const metadata = { 'x-codingagent-identity': __ENV.TOKEN };
-const client = new grpc.Client();
-let connected = false;
-
-function connect() {
-  if (!connected) {
-    client.connect(address, { plaintext: true, reflect: true });
-    connected = true;
-  }
-}
+const client = lazyClient(address);
 
 export function listen() {
-  connect();
   const opened = Date.now();
-  const stream = new grpc.Stream(client, 'codingagent.chat.v1.ChatService/StreamConversation', { metadata });
+  const stream = new grpc.Stream(client(), 'codingagent.chat.v1.ChatService/StreamConversation', { metadata });
   stream.on('data', (item) => {
     const event = item.event;
     // Replayed history is not a delivery; only messages posted while listening count.
@@ -57,8 +49,7 @@ export function listen() {
 }
 
 export function post() {
-  connect();
-  const response = client.invoke('codingagent.chat.v1.ChatService/PostMessage', {
+  const response = client().invoke('codingagent.chat.v1.ChatService/PostMessage', {
     conversationId: __ENV.CONVERSATION,
     text: `fan-out probe ${Date.now()}`,
   }, { metadata });

@@ -8,6 +8,7 @@
 //
 // Bounded: 1,000 requests per second for 30 s, loopback only.
 import grpc from 'k6/net/grpc';
+import { lazyClient } from './lib/client.js';
 import { check } from 'k6';
 
 export const options = {
@@ -39,16 +40,11 @@ const texts = [
   'Split the session module into smaller pieces without changing behaviour',
   'CVE-2024-1234: escape user names in the comment renderer',
 ];
-const client = new grpc.Client();
-let connected = false;
+const client = lazyClient(address);
 
 export default function () {
-  if (!connected) {
-    client.connect(address, { plaintext: true, reflect: true });
-    connected = true;
-  }
   const n = Math.floor(Math.random() * 1e9);
-  const response = client.invoke(
+  const response = client().invoke(
     'codingagent.classifier.v1.ClassifierService/Classify',
     { text: `${texts[n % texts.length]} (#${n})`, disableLlmStage: true },
     { metadata: { 'x-codingagent-identity': tokens[n % tokens.length] } },

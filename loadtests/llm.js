@@ -6,6 +6,7 @@
 //
 // Bounded: 20 virtual users for 30 s, loopback only.
 import grpc from 'k6/net/grpc';
+import { lazyClient } from './lib/client.js';
 import { check } from 'k6';
 
 export const options = {
@@ -22,19 +23,10 @@ export const options = {
 
 const address = __ENV.LLM_ADDR || '127.0.0.1:50053';
 const params = { metadata: { 'x-codingagent-identity': __ENV.TOKEN } };
-const client = new grpc.Client();
-let connected = false;
-
-function connect() {
-  if (!connected) {
-    client.connect(address, { plaintext: true, reflect: true });
-    connected = true;
-  }
-}
+const client = lazyClient(address);
 
 export function cached() {
-  connect();
-  const response = client.invoke('codingagent.llm.v1.LlmService/GenerateOnce', {
+  const response = client().invoke('codingagent.llm.v1.LlmService/GenerateOnce', {
     messages: [{ role: 'ROLE_USER', content: 'Name one Rust keyword.' }],
     options: { temperature: 0, maxTokens: 8 },
   }, params);
@@ -42,7 +34,6 @@ export function cached() {
 }
 
 export function models() {
-  connect();
-  const response = client.invoke('codingagent.llm.v1.LlmService/ListModels', {}, params);
+  const response = client().invoke('codingagent.llm.v1.LlmService/ListModels', {}, params);
   check(response, { 'list ok': (r) => r && r.status === grpc.StatusOK });
 }
