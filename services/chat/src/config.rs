@@ -152,19 +152,17 @@ impl ServiceConfig for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codingagent_kernel::config::{ConfigArgs, load_with_env};
-
-    fn load_file(path: &str) -> Result<Config, ConfigError> {
-        let file = codingagent_testkit::repo_path(path);
-        load_with_env(&ConfigArgs { file: Some(file), ..ConfigArgs::default() }, Vec::new())
-    }
+    use codingagent_testkit::load_config;
 
     #[test]
     fn the_example_and_dev_configs_parse() {
-        let example = load_file("deploy/config/chat.example.toml").unwrap();
+        let example = load_config::<Config>("deploy/config/chat.example.toml").unwrap();
         assert_eq!((example.retention_days, example.attachments.store), (30, StoreKind::Local));
         assert_eq!(example.attachments.s3.bucket, "codingagent-attachments");
-        assert_eq!(load_file("deploy/config/dev/chat.toml").unwrap().server.listen_addr.port(), 50_055);
+        assert_eq!(
+            load_config::<Config>("deploy/config/dev/chat.toml").unwrap().server.listen_addr.port(),
+            50_055
+        );
     }
 
     #[test]

@@ -159,19 +159,14 @@ impl ServiceConfig for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codingagent_kernel::config::{ConfigArgs, load_with_env};
-
-    fn load_file(path: &str) -> Result<Config, ConfigError> {
-        let file = codingagent_testkit::repo_path(path);
-        load_with_env(&ConfigArgs { file: Some(file), ..ConfigArgs::default() }, Vec::new())
-    }
+    use codingagent_testkit::load_config;
 
     #[test]
     fn the_example_and_dev_configs_parse() {
-        let example = load_file("deploy/config/classifier.example.toml").unwrap();
+        let example = load_config::<Config>("deploy/config/classifier.example.toml").unwrap();
         assert_eq!(example.rate_limit_per_minute, 100);
         assert_eq!(example.llm.endpoint, "http://llm:50053");
-        let dev = load_file("deploy/config/dev/classifier.toml").unwrap();
+        let dev = load_config::<Config>("deploy/config/dev/classifier.toml").unwrap();
         assert_eq!(dev.llm.endpoint, "http://127.0.0.1:50053");
     }
 

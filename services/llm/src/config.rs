@@ -254,19 +254,14 @@ fn url(key: &str, value: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codingagent_kernel::config::{ConfigArgs, load_with_env};
-
-    fn load_file(path: &str) -> Result<Config, ConfigError> {
-        let file = codingagent_testkit::repo_path(path);
-        load_with_env(&ConfigArgs { file: Some(file), ..ConfigArgs::default() }, Vec::new())
-    }
+    use codingagent_testkit::load_config;
 
     #[test]
     fn the_example_and_dev_configs_parse() {
-        let example = load_file("deploy/config/llm.example.toml").unwrap();
+        let example = load_config::<Config>("deploy/config/llm.example.toml").unwrap();
         assert_eq!(example.routing.fallback_model, "openai/gpt-4o-mini");
         assert_eq!(example.openai[0].api_key.expose(), "sk-example");
-        let dev = load_file("deploy/config/dev/llm.toml").unwrap();
+        let dev = load_config::<Config>("deploy/config/dev/llm.toml").unwrap();
         assert_eq!(dev.openai[0].name, "local");
     }
 

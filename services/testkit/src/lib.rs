@@ -7,10 +7,10 @@ mod client;
 mod infra;
 mod kafka;
 mod probe;
-mod sections;
+mod config;
 
 pub use client::{connect, connect_as};
 pub use infra::{TOPIC_PREFIX, TestDatabase, dev, kafka_bootstrap, redis_url, repo_path, topic, unique_name};
 pub use kafka::{Record, delete_topic, find_record, publish_event, read_topic};
 pub use probe::pb;
-pub use sections::{Sections, sections};
+pub use config::{Sections, load_config, sections};

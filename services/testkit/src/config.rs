@@ -1,4 +1,4 @@
-//! The configuration sections every service under test shares.
+//! Configuration for services under test: the sections they share, and the shipped files.
 
 use crate::TestDatabase;
 use codingagent_kernel::config::{DatabaseConfig, KafkaConfig, RedisConfig, Secret, ServerConfig};
@@ -33,4 +33,14 @@ pub fn sections(database: &TestDatabase) -> Sections {
             ..KafkaConfig::default()
         },
     }
+}
+
+/// A configuration file of the repository (`deploy/config/…`) over the defaults, without the
+/// environment's layers, for tests that keep the shipped files loadable.
+pub fn load_config<T: codingagent_kernel::config::ServiceConfig>(
+    relative: &str,
+) -> Result<T, codingagent_kernel::config::ConfigError> {
+    use codingagent_kernel::config::{ConfigArgs, load_with_env};
+    let args = ConfigArgs { file: Some(crate::repo_path(relative)), ..ConfigArgs::default() };
+    load_with_env(&args, Vec::new())
 }
