@@ -1,7 +1,8 @@
 //! Test support shared by CodingAgent's crates. Tests run against the real PostgreSQL, Redis
 //! and Kafka that `./dev up` (or `./dev test`) starts; this crate knows where they listen,
 //! gives every test its own database and Kafka topics so tests never see each other's data,
-//! and provides a probe gRPC service for exercising the server skeleton.
+//! builds the configuration sections every service under test shares, connects as a given
+//! caller, and provides a probe gRPC service for exercising the server skeleton.
 
 mod client;
 mod infra;
