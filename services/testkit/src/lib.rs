@@ -5,13 +5,13 @@
 //! caller, and provides a probe gRPC service for exercising the server skeleton.
 
 mod client;
+mod config;
 mod infra;
 mod kafka;
 mod probe;
-mod config;
 
 pub use client::{connect, connect_as};
+pub use config::{Sections, load_config, sections};
 pub use infra::{TOPIC_PREFIX, TestDatabase, dev, kafka_bootstrap, redis_url, repo_path, topic, unique_name};
 pub use kafka::{Record, delete_topic, find_record, publish_event, read_topic};
 pub use probe::pb;
-pub use config::{Sections, load_config, sections};
