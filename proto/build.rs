@@ -13,7 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?).enable_type_names();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?).enable_type_names()
+        // Maps encode in key order, so equal requests encode to equal bytes (idempotency
+        // fingerprints compare them).
+        .btree_map(["."]);
     tonic_prost_build::configure()
         .build_client(env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(true)

@@ -27,7 +27,7 @@ pub(crate) async fn create(
     v.members("member_ids", &request.member_ids, &owner);
     v.request_id(&request.request_id);
     v.finish()?;
-    let key = Key { caller: &owner, method: "CreateConversation", request_id: &request.request_id };
+    let key = Key::new(caller, "CreateConversation", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let title = if request.title.is_empty() { DEFAULT_TITLE } else { request.title.trim() };
@@ -117,7 +117,7 @@ pub(crate) async fn update(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = Key { caller: &caller.subject, method: "UpdateConversation", request_id: &request.request_id };
+    let key = Key::new(caller, "UpdateConversation", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (current, _) = find(&mut *tx, id, caller, true).await?;
@@ -151,7 +151,7 @@ pub(crate) async fn delete(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = Key { caller: &caller.subject, method: "DeleteConversation", request_id: &request.request_id };
+    let key = Key::new(caller, "DeleteConversation", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (current, _) = find(&mut *tx, id, caller, true).await?;

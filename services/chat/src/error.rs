@@ -42,6 +42,17 @@ impl From<Status> for ChatError {
     }
 }
 
+impl From<codingagent_kernel::idempotency::Error> for ChatError {
+    fn from(error: codingagent_kernel::idempotency::Error) -> Self {
+        match error {
+            codingagent_kernel::idempotency::Error::Reused => {
+                Self::Invalid(vec![codingagent_kernel::idempotency::reused_violation()])
+            }
+            codingagent_kernel::idempotency::Error::Database(error) => Self::Database(error),
+        }
+    }
+}
+
 impl From<ChatError> for Status {
     fn from(value: ChatError) -> Self {
         match value {

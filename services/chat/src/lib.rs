@@ -108,7 +108,7 @@ async fn purge(engine: Arc<engine::Engine>, stop: CancellationToken) {
                     Ok(purged) => tracing::info!(purged, "purged deleted conversations"),
                     Err(error) => tracing::warn!(%error, "conversation purge failed"),
                 }
-                if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool).await {
+                if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool, codingagent_kernel::idempotency::RETENTION).await {
                     tracing::warn!(%error, "idempotency purge failed");
                 }
             }

@@ -46,7 +46,7 @@ pub(crate) async fn post(
     v.finish()?;
     let id = conversation_id.unwrap_or_default();
     let author = actor(caller);
-    let key = Key { caller: &caller.subject, method: "PostMessage", request_id: &request.request_id };
+    let key = Key::new(caller, "PostMessage", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (conversation, _) = crate::access::find(&mut *tx, id, caller, true).await?;
@@ -216,7 +216,7 @@ pub(crate) async fn edit(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = Key { caller: &caller.subject, method: "EditMessage", request_id: &request.request_id };
+    let key = Key::new(caller, "EditMessage", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (message, conversation, _) = target(caller, &mut *tx, id).await?;
@@ -262,7 +262,7 @@ pub(crate) async fn delete(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = Key { caller: &caller.subject, method: "DeleteMessage", request_id: &request.request_id };
+    let key = Key::new(caller, "DeleteMessage", &request.request_id, &request);
     let mut orphaned = Vec::new();
     let response = engine
         .mutate(key, async |tx| {

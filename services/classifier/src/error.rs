@@ -38,6 +38,17 @@ impl From<Status> for ClassifierError {
     }
 }
 
+impl From<codingagent_kernel::idempotency::Error> for ClassifierError {
+    fn from(error: codingagent_kernel::idempotency::Error) -> Self {
+        match error {
+            codingagent_kernel::idempotency::Error::Reused => {
+                Self::Invalid(vec![codingagent_kernel::idempotency::reused_violation()])
+            }
+            codingagent_kernel::idempotency::Error::Database(error) => Self::Database(error),
+        }
+    }
+}
+
 impl From<ClassifierError> for Status {
     fn from(value: ClassifierError) -> Self {
         match value {

@@ -153,7 +153,7 @@ impl Handlers {
                 retry_after,
             });
         }
-        let key = idempotency::Key { caller: &owner, method: "Classify", request_id: &request.request_id };
+        let key = idempotency::Key::new(caller, "Classify", &request.request_id, &request);
         if let Some(done) = self.replayed(&key).await? {
             return Ok(done);
         }
@@ -223,7 +223,7 @@ impl Handlers {
         };
 
         let key =
-            idempotency::Key { caller: &owner, method: "SubmitFeedback", request_id: &request.request_id };
+            idempotency::Key::new(caller, "SubmitFeedback", &request.request_id, &request);
         let mut tx = self.engine.pool.begin().await?;
         if let Some(done) = key.replay::<pb::Feedback>(&mut tx).await? {
             return Ok(done);
@@ -282,11 +282,7 @@ impl Handlers {
         caller.require_operator()?;
         let id = uuid("model_id", &request.model_id)?;
         check_reason(&request.reason, &request.request_id)?;
-        let key = idempotency::Key {
-            caller: &caller.subject,
-            method: "PromoteModel",
-            request_id: &request.request_id,
-        };
+        let key = idempotency::Key::new(caller, "PromoteModel", &request.request_id, &request);
         let mut tx = self.engine.pool.begin().await?;
         if let Some(done) = key.replay::<pb::PromoteModelResponse>(&mut tx).await? {
             return Ok(done);
@@ -362,11 +358,7 @@ impl Handlers {
             Some(uuid("target_model_id", &request.target_model_id)?)
         };
         check_reason(&request.reason, &request.request_id)?;
-        let key = idempotency::Key {
-            caller: &caller.subject,
-            method: "RollbackModel",
-            request_id: &request.request_id,
-        };
+        let key = idempotency::Key::new(caller, "RollbackModel", &request.request_id, &request);
         let mut tx = self.engine.pool.begin().await?;
         if let Some(done) = key.replay::<pb::RollbackModelResponse>(&mut tx).await? {
             return Ok(done);
@@ -446,7 +438,7 @@ impl Handlers {
             return Err(ClassifierError::Invalid(violations));
         }
         let key =
-            idempotency::Key { caller: &caller.subject, method: "Retrain", request_id: &request.request_id };
+            idempotency::Key::new(caller, "Retrain", &request.request_id, &request);
         if let Some(done) = self.replayed(&key).await? {
             return Ok(done);
         }

@@ -132,7 +132,7 @@ async fn follow_serving(engine: Arc<engine::Engine>, stop: CancellationToken) {
                 }
             }
             _ = purge.tick() => {
-                if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool).await {
+                if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool, codingagent_kernel::idempotency::RETENTION).await {
                     tracing::warn!(%error, "idempotency purge failed");
                 }
             }

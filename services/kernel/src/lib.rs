@@ -20,6 +20,7 @@ pub mod redis;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod validate;
 
 pub use tokio_util::sync::CancellationToken;
 

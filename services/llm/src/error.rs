@@ -42,6 +42,17 @@ impl LlmError {
 /// How long callers should wait before retrying a provider that is down.
 const PROVIDER_RETRY: Duration = Duration::from_secs(5);
 
+impl From<codingagent_kernel::idempotency::Error> for LlmError {
+    fn from(error: codingagent_kernel::idempotency::Error) -> Self {
+        match error {
+            codingagent_kernel::idempotency::Error::Reused => {
+                Self::Invalid(vec![codingagent_kernel::idempotency::reused_violation()])
+            }
+            codingagent_kernel::idempotency::Error::Database(error) => Self::Database(error),
+        }
+    }
+}
+
 impl From<LlmError> for Status {
     fn from(value: LlmError) -> Self {
         match value {

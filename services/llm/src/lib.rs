@@ -147,7 +147,7 @@ async fn sync_registry(engine: Arc<engine::Engine>, stop: CancellationToken) {
             Err(error) => tracing::warn!(%error, "model registry sync failed"),
         }
         // Retry records older than a day are of no further use.
-        if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool).await {
+        if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool, codingagent_kernel::idempotency::RETENTION).await {
             tracing::warn!(%error, "idempotency purge failed");
         }
         tokio::select! {

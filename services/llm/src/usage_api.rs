@@ -202,7 +202,7 @@ pub(crate) async fn set_budget(
         return Err(LlmError::invalid("monthly_token_limit", "must not be negative").into());
     }
     idempotency::validate("request_id", &r.request_id).map_err(|v| LlmError::Invalid(vec![v]))?;
-    let key = Key { caller: &caller.subject, method: "SetBudget", request_id: &r.request_id };
+    let key = Key::new(caller, "SetBudget", &r.request_id, &r);
     let mut tx = engine.pool.begin().await.map_err(LlmError::from)?;
     if let Some(first) = key.replay(&mut tx).await.map_err(LlmError::from)? {
         return Ok(first);
