@@ -13,7 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?).enable_type_names()
+    config
+        .protoc_executable(protoc_bin_vendored::protoc_bin_path()?)
+        .enable_type_names()
         // Maps encode in key order, so equal requests encode to equal bytes (idempotency
         // fingerprints compare them).
         .btree_map(["."]);

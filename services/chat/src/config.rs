@@ -1,10 +1,9 @@
 //! The chat service's configuration (`CODINGAGENT_CHAT__…`, `deploy/config/chat.example.toml`).
 
 use codingagent_kernel::config::{
-    ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, Secret, ServerConfig,
+    Common, ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, Secret, ServerConfig,
     ServiceConfig, TelemetryConfig,
 };
-use codingagent_kernel::service::HostedConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -108,18 +107,15 @@ impl Default for Config {
     }
 }
 
-impl HostedConfig for Config {
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-}
-
 impl ServiceConfig for Config {
     const ENV_NAME: &'static str = "CHAT";
+
+    fn common(&self) -> Common<'_> {
+        Common::service(&self.server, &self.telemetry, &self.identity)
+            .database(&self.database)
+            .redis(&self.redis)
+            .kafka(&self.kafka)
+    }
 
     fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [

@@ -29,9 +29,9 @@ pub use config::Config;
 use anyhow::Context;
 use codingagent_kernel::config::ConfigArgs;
 use codingagent_kernel::kafka::{Relay, topics};
-use codingagent_kernel::server::ServiceHost;
+use codingagent_kernel::server::{Background, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
-use codingagent_kernel::{CancellationToken, db};
+use codingagent_kernel::{CancellationToken, db, retention};
 use codingagent_proto::codingagent::chat::v1::chat_service_server::ChatServiceServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,13 +46,13 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {
 
 /// Serves the chat service on `listener` until `shutdown`.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_service("chat");
     let pool = db::connect(&config.database, "chat", &MIGRATIONS).await.context("database")?;
     if let Err(error) = topics::ensure(&config.kafka, &[topics::CHAT]).await {
         tracing::warn!(%error, "cannot create kafka topics now");
     }
     let redis = codingagent_kernel::redis::connect(&config.redis)?;
-    let subscriber = codingagent_kernel::redis::subscriber(&config.redis)?;
+    let redis_config = config.redis.clone();
     let fanout = fanout::Fanout::new(redis.clone());
     let cache =
         cache::RecentMessages::new(redis.clone(), config.cached_messages, config.cache_ttl_secs, &metrics);
@@ -67,51 +67,56 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         attachments,
     });
 
-    let background = CancellationToken::new();
-    let fan = tokio::spawn(fanout.run(subscriber, background.clone()));
-    let cached = tokio::spawn(cache.run(background.clone()));
-    let purge = tokio::spawn(purge(engine.clone(), background.clone()));
     let relay = Relay::new(pool.clone(), &config.kafka, "chat")?.with_metrics(&metrics);
-    let relay = tokio::spawn(relay.run(background.clone()));
-
     let routes = http::routes(engine.clone());
-    let service = ChatServiceServer::new(grpc::Handlers { engine })
+    let service = ChatServiceServer::new(grpc::Handlers { engine: engine.clone() })
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
-    let served = ServiceHost::new(&config.server, &config.identity, metrics)
+    let purger = engine.clone();
+    let served = ServiceHost::new("chat", &config.server, &config.identity, metrics)
         .add_service(service)
         .descriptor_set(codingagent_proto::FILE_DESCRIPTOR_SET)
         .http_routes(routes)
         .check(db::check(pool.clone()))
+        .background(relay.task())
+        .background(retention::job(pool.clone(), &config.database.retention))
+        // Streams on other replicas hear of events only through the fan-out.
+        .background(Background::required("fanout", move |stop| {
+            let (fanout, redis) = (fanout.clone(), redis_config.clone());
+            async move {
+                let subscriber = codingagent_kernel::redis::subscriber(&redis)?;
+                fanout.run(subscriber, stop).await;
+                Ok(())
+            }
+        }))
+        .background(Background::optional("recent-messages-cache", move |stop| {
+            let cache = cache.clone();
+            async move {
+                cache.run(stop).await;
+                Ok(())
+            }
+        }))
+        .background(Background::periodic(
+            "purge",
+            Duration::from_secs(config.purge_interval_secs),
+            move || purge(purger.clone()),
+        ))
         .serve(listener, shutdown)
         .await;
-    background.cancel();
-    let _ = tokio::join!(fan, cached, purge, relay);
     pool.close().await;
     served.map_err(Into::into)
 }
 
-/// Purges conversations past their retention (their attachments first), uploads never
-/// posted, and retry records past their retention.
-async fn purge(engine: Arc<engine::Engine>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(engine.config.purge_interval_secs));
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {
-                match attachments::purge(&engine.pool, engine.attachments.unattached_ttl_hours).await {
-                    Ok(keys) => engine.attachments.delete_objects(&keys).await,
-                    Err(error) => tracing::warn!(%error, "attachment purge failed"),
-                }
-                match store::purge(&engine.pool).await {
-                    Ok(0) => {}
-                    Ok(purged) => tracing::info!(purged, "purged deleted conversations"),
-                    Err(error) => tracing::warn!(%error, "conversation purge failed"),
-                }
-                if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool, codingagent_kernel::idempotency::RETENTION).await {
-                    tracing::warn!(%error, "idempotency purge failed");
-                }
-            }
-        }
+/// Purges conversations past their retention (their attachments first) and uploads never
+/// posted; the kernel's retention job handles retry records.
+async fn purge(engine: Arc<engine::Engine>) -> anyhow::Result<()> {
+    let keys = attachments::purge(&engine.pool, engine.attachments.unattached_ttl_hours)
+        .await
+        .context("attachment purge")?;
+    engine.attachments.delete_objects(&keys).await;
+    let purged = store::purge(&engine.pool).await.context("conversation purge")?;
+    if purged > 0 {
+        tracing::info!(purged, "purged deleted conversations");
     }
+    Ok(())
 }

@@ -2,10 +2,9 @@
 //! `deploy/config/classifier.example.toml`).
 
 use codingagent_kernel::config::{
-    ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, ServerConfig, ServiceConfig,
-    TelemetryConfig,
+    Common, ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, ServerConfig,
+    ServiceConfig, TelemetryConfig,
 };
-use codingagent_kernel::service::HostedConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -117,18 +116,15 @@ impl Default for TrainingConfig {
     }
 }
 
-impl HostedConfig for Config {
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-}
-
 impl ServiceConfig for Config {
     const ENV_NAME: &'static str = "CLASSIFIER";
+
+    fn common(&self) -> Common<'_> {
+        Common::service(&self.server, &self.telemetry, &self.identity)
+            .database(&self.database)
+            .redis(&self.redis)
+            .kafka(&self.kafka)
+    }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| Err(ConfigError::invalid(key, reason));

@@ -136,7 +136,7 @@ impl Handlers {
     /// The response an earlier call with the same key recorded, looked up without holding a
     /// connection afterwards (the mutation re-checks under the key's lock).
     async fn replayed<M: prost::Message + Default>(&self, key: &idempotency::Key<'_>) -> Result<Option<M>> {
-        if key.request_id.is_empty() {
+        if key.request_id().is_empty() {
             return Ok(None);
         }
         let mut tx = self.engine.pool.begin().await?;
@@ -170,7 +170,7 @@ impl Handlers {
             classification: Some(classification.clone()),
         };
         let event = OutboxEvent::new(topics::CLASSIFIER, &classification.id, &event);
-        if key.request_id.is_empty() {
+        if key.request_id().is_empty() {
             // The hot path: the classification and its event are one statement, one round trip.
             let mut conn = self.engine.pool.acquire().await?;
             store::insert_classification(&mut conn, &classification, id, event).await?;
@@ -222,8 +222,7 @@ impl Handlers {
             return Err(ClassifierError::Invalid(violations));
         };
 
-        let key =
-            idempotency::Key::new(caller, "SubmitFeedback", &request.request_id, &request);
+        let key = idempotency::Key::new(caller, "SubmitFeedback", &request.request_id, &request);
         let mut tx = self.engine.pool.begin().await?;
         if let Some(done) = key.replay::<pb::Feedback>(&mut tx).await? {
             return Ok(done);
@@ -437,8 +436,7 @@ impl Handlers {
         if !violations.is_empty() {
             return Err(ClassifierError::Invalid(violations));
         }
-        let key =
-            idempotency::Key::new(caller, "Retrain", &request.request_id, &request);
+        let key = idempotency::Key::new(caller, "Retrain", &request.request_id, &request);
         if let Some(done) = self.replayed(&key).await? {
             return Ok(done);
         }

@@ -33,9 +33,9 @@ pub use retrain::SHIPPED_MODEL;
 use anyhow::Context;
 use codingagent_kernel::config::ConfigArgs;
 use codingagent_kernel::kafka::{InboxConsumer, Relay, topics};
-use codingagent_kernel::server::{DependencyCheck, ServiceHost};
+use codingagent_kernel::server::{Background, DependencyCheck, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
-use codingagent_kernel::{CancellationToken, db};
+use codingagent_kernel::{CancellationToken, db, retention};
 use codingagent_proto::codingagent::classifier::v1::classifier_service_server::ClassifierServiceServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,7 @@ fn model_route(engine: Arc<engine::Engine>) -> axum::Router {
 
 /// Serves the classifier on `listener` until `shutdown`.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_service("classifier");
     let pool = db::connect(&config.database, "classifier", &MIGRATIONS).await.context("database")?;
     if let Err(error) = topics::ensure(&config.kafka, &[topics::CLASSIFIER, topics::TASK]).await {
         tracing::warn!(%error, "cannot create kafka topics now");
@@ -92,50 +92,42 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         tracing::error!(%error, "the serving model does not load; classifying without the model stage");
     }
 
-    let background = CancellationToken::new();
-    let poll = tokio::spawn(follow_serving(engine.clone(), background.clone()));
     let relay = Relay::new(pool.clone(), &config.kafka, "classifier")?.with_metrics(&metrics);
-    let relay = tokio::spawn(relay.run(background.clone()));
-    let consumer =
-        InboxConsumer::new(pool.clone(), &config.kafka, &config.task_outcomes_group, &[topics::TASK])?;
-    let consumer = tokio::spawn(consumer.run(outcomes::TaskOutcomes, background.clone()));
-
+    let outcomes = InboxConsumer::task(
+        pool.clone(),
+        &config.kafka,
+        &config.task_outcomes_group,
+        &[topics::TASK],
+        outcomes::TaskOutcomes,
+        &metrics,
+    );
     let service = ClassifierServiceServer::new(grpc::Handlers { engine: engine.clone() })
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
-    let served = ServiceHost::new(&config.server, &config.identity, metrics)
+    let follower = engine.clone();
+    let served = ServiceHost::new("classifier", &config.server, &config.identity, metrics)
         .add_service(service)
         .descriptor_set(codingagent_proto::FILE_DESCRIPTOR_SET)
         .http_routes(model_route(engine.clone()))
         .check(db::check(pool.clone()))
         .check(model_check(engine.clone()))
+        .background(relay.task())
+        .background(outcomes)
+        .background(retention::job(pool.clone(), &config.database.retention))
+        .background(Background::periodic(
+            "follow-serving-model",
+            Duration::from_millis(config.model_poll_ms),
+            move || {
+                let engine = follower.clone();
+                async move {
+                    // A model that does not load leaves the previous one serving.
+                    engine.sync_serving().await.context("cannot load the serving model")?;
+                    Ok(())
+                }
+            },
+        ))
         .serve(listener, shutdown)
         .await;
-    background.cancel();
-    let _ = tokio::join!(poll, relay, consumer);
     pool.close().await;
     served.map_err(Into::into)
-}
-
-/// Hot-swaps to whatever model the registry says serves, so a promotion or rollback made
-/// through any replica reaches every replica within `model_poll_ms` (ADR 0007); hourly, drops
-/// retry records older than a day, which are of no further use.
-async fn follow_serving(engine: Arc<engine::Engine>, stop: CancellationToken) {
-    let mut poll = tokio::time::interval(Duration::from_millis(engine.config.model_poll_ms));
-    let mut purge = tokio::time::interval(Duration::from_secs(3_600));
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = poll.tick() => {
-                if let Err(error) = engine.sync_serving().await {
-                    tracing::warn!(%error, "cannot load the serving model; the previous one keeps serving");
-                }
-            }
-            _ = purge.tick() => {
-                if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool, codingagent_kernel::idempotency::RETENTION).await {
-                    tracing::warn!(%error, "idempotency purge failed");
-                }
-            }
-        }
-    }
 }

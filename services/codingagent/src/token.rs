@@ -2,7 +2,7 @@
 //! grpcurl and scripts can call a service directly (the gateway mints these for real users).
 
 use anyhow::Context;
-use codingagent_kernel::config::{self, ConfigArgs, ConfigError, IdentityConfig, ServiceConfig};
+use codingagent_kernel::config::{self, Common, ConfigArgs, ConfigError, IdentityConfig, ServiceConfig};
 use codingagent_kernel::identity::{Caller, IDENTITY_HEADER, TokenMinter};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -43,8 +43,12 @@ struct TokenConfig {
 impl ServiceConfig for TokenConfig {
     const ENV_NAME: &'static str = "TOKEN";
 
+    fn common(&self) -> Common<'_> {
+        Common::identity(&self.identity)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        self.identity.validate("identity")
+        Ok(())
     }
 }
 

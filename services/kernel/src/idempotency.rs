@@ -73,10 +73,18 @@ impl<'a> Key<'a> {
         Self { scope: scope(caller), method, request_id, fingerprint: hash.finalize().into() }
     }
 
+    /// The caller's `request_id`; empty when the call is not idempotent.
+    pub fn request_id(&self) -> &str {
+        self.request_id
+    }
+
     /// Inside the mutation's transaction: waits for any concurrent call with the same key,
     /// then returns the response recorded by an earlier call, if there was one. A call
     /// without a `request_id` is not idempotent: nothing is looked up.
-    pub async fn replay<M: prost::Message + Default>(&self, conn: &mut PgConnection) -> Result<Option<M>, Error> {
+    pub async fn replay<M: prost::Message + Default>(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Option<M>, Error> {
         if self.request_id.is_empty() {
             return Ok(None);
         }
@@ -108,7 +116,11 @@ impl<'a> Key<'a> {
 
     /// Inside the same transaction, after the effects: records the response for retries
     /// (nothing without a `request_id`).
-    pub async fn remember<M: prost::Message>(&self, conn: &mut PgConnection, response: &M) -> Result<(), Error> {
+    pub async fn remember<M: prost::Message>(
+        &self,
+        conn: &mut PgConnection,
+        response: &M,
+    ) -> Result<(), Error> {
         if self.request_id.is_empty() {
             return Ok(());
         }

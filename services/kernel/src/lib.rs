@@ -17,6 +17,7 @@ pub mod identity;
 pub mod kafka;
 pub mod pagination;
 pub mod redis;
+pub mod retention;
 pub mod server;
 pub mod service;
 pub mod telemetry;

@@ -1,10 +1,9 @@
 //! The llm service's configuration (`CODINGAGENT_LLM__…`, `deploy/config/llm.example.toml`).
 
 use codingagent_kernel::config::{
-    ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, Secret, ServerConfig,
+    Common, ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, Secret, ServerConfig,
     ServiceConfig, TelemetryConfig,
 };
-use codingagent_kernel::service::HostedConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -179,24 +178,17 @@ impl Default for BudgetConfig {
     }
 }
 
-impl HostedConfig for Config {
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-}
-
 impl ServiceConfig for Config {
     const ENV_NAME: &'static str = "LLM";
 
+    fn common(&self) -> Common<'_> {
+        Common::service(&self.server, &self.telemetry, &self.identity)
+            .database(&self.database)
+            .redis(&self.redis)
+            .kafka(&self.kafka)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate("server")?;
-        self.database.validate("database")?;
-        self.kafka.validate("kafka")?;
-        self.identity.validate("identity")?;
         let mut names = Vec::new();
         if let Some(ollama) = &self.ollama {
             url("ollama.base_url", &ollama.base_url)?;

@@ -29,9 +29,9 @@ pub use config::Config;
 use anyhow::Context;
 use codingagent_kernel::config::ConfigArgs;
 use codingagent_kernel::kafka::{InboxConsumer, Relay, topics};
-use codingagent_kernel::server::ServiceHost;
+use codingagent_kernel::server::{Background, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
-use codingagent_kernel::{CancellationToken, db};
+use codingagent_kernel::{CancellationToken, db, retention};
 use codingagent_proto::codingagent::llm::v1::llm_service_server::LlmServiceServer;
 use provider::{Provider, ollama::Ollama, openai::OpenAi};
 use std::sync::Arc;
@@ -71,7 +71,7 @@ fn providers(config: &Config) -> Vec<Arc<dyn Provider>> {
 /// Serves the llm service on `listener` until `shutdown`, then stops in order: health, calls
 /// in flight, background work, the outbox relay, the database pool.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_service("llm");
     let pool = db::connect(&config.database, "llm", &MIGRATIONS).await.context("database")?;
     if let Err(error) = topics::ensure(&config.kafka, &[topics::LLM, topics::TASK]).await {
         // Events wait in the outbox until Kafka is back; starting is still useful.
@@ -108,25 +108,34 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         hardware: hardware::Hardware::detect(),
     });
 
-    let background = CancellationToken::new();
-    let sync = tokio::spawn(sync_registry(engine.clone(), background.clone()));
     let relay = Relay::new(pool.clone(), &config.kafka, "llm")?.with_metrics(&metrics);
-    let relay = tokio::spawn(relay.run(background.clone()));
-    let consumer =
-        InboxConsumer::new(pool.clone(), &config.kafka, &config.task_outcomes_group, &[topics::TASK])?;
-    let consumer = tokio::spawn(consumer.run(outcomes::TaskOutcomes, background.clone()));
-
-    let service = LlmServiceServer::new(grpc::Handlers { engine })
+    let outcomes = InboxConsumer::task(
+        pool.clone(),
+        &config.kafka,
+        &config.task_outcomes_group,
+        &[topics::TASK],
+        outcomes::TaskOutcomes,
+        &metrics,
+    );
+    let service = LlmServiceServer::new(grpc::Handlers { engine: engine.clone() })
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
-    let served = ServiceHost::new(&config.server, &config.identity, metrics)
+    let served = ServiceHost::new("llm", &config.server, &config.identity, metrics)
         .add_service(service)
         .descriptor_set(codingagent_proto::FILE_DESCRIPTOR_SET)
         .check(db::check(pool.clone()))
+        .background(relay.task())
+        .background(outcomes)
+        .background(retention::job(pool.clone(), &config.database.retention))
+        .background(Background::optional("registry-sync", move |stop| {
+            let engine = engine.clone();
+            async move {
+                sync_registry(engine, stop).await;
+                Ok(())
+            }
+        }))
         .serve(listener, shutdown)
         .await;
-    background.cancel();
-    let _ = tokio::join!(sync, relay, consumer);
     pool.close().await;
     served.map_err(Into::into)
 }
@@ -145,10 +154,6 @@ async fn sync_registry(engine: Arc<engine::Engine>, stop: CancellationToken) {
                 tracing::info!(models, "model registry synced");
             }
             Err(error) => tracing::warn!(%error, "model registry sync failed"),
-        }
-        // Retry records older than a day are of no further use.
-        if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool, codingagent_kernel::idempotency::RETENTION).await {
-            tracing::warn!(%error, "idempotency purge failed");
         }
         tokio::select! {
             () = stop.cancelled() => return,

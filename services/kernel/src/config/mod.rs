@@ -6,13 +6,15 @@
 //! command line → [`ServiceConfig::validate`]. Every config struct denies unknown fields, so a
 //! misspelt key fails start-up with its name instead of being silently ignored.
 
+mod common;
 mod secret;
 mod sections;
 
+pub use common::{Common, DEV_DATABASE_PASSWORD, EXAMPLE_SIGNING_KEYS, MAX_LEEWAY_SECS, MIN_KEY_BYTES};
 pub use secret::{REDACTED, Secret};
 pub use sections::{
     DEV_SIGNING_KEY, DatabaseConfig, Environment, IdentityConfig, KafkaConfig, LogFormat, RedisConfig,
-    ServerConfig, TelemetryConfig,
+    RetentionConfig, ServerConfig, TelemetryConfig,
 };
 
 use figment::providers::{Format, Serialized, Toml};
@@ -47,7 +49,13 @@ pub trait ServiceConfig: Serialize + DeserializeOwned {
     /// `CODINGAGENT_CHAT__…`).
     const ENV_NAME: &'static str;
 
-    /// Cross-field checks that types alone cannot express.
+    /// The shared sections the service embeds. [`load`] validates them before
+    /// [`Self::validate`], so a service cannot skip the identity or production checks. (The
+    /// sections are fields of each `Config` rather than one `#[serde(flatten)]` struct
+    /// because serde cannot combine `flatten` with `deny_unknown_fields`.)
+    fn common(&self) -> Common<'_>;
+
+    /// The service's own cross-field checks that types alone cannot express.
     fn validate(&self) -> Result<(), ConfigError>;
 }
 
@@ -117,6 +125,7 @@ pub fn load_with_env<T: ServiceConfig>(
         figment = figment.merge(Named::new(format!("--set {item}"), key.trim(), value));
     }
     let config: T = figment.extract()?;
+    config.common().validate()?;
     config.validate()?;
     Ok(config)
 }

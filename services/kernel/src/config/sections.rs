@@ -6,9 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Signing key every development setup shares. [`IdentityConfig::validate`] refuses it in
-/// production, so a forgotten setting cannot ship a publicly known key.
-pub const DEV_SIGNING_KEY: &str = "codingagent-development-signing-key-do-not-use-in-production";
+pub use super::common::DEV_SIGNING_KEY;
+use super::common::{MAX_LEEWAY_SECS, MIN_KEY_BYTES};
 
 /// Where the process runs; production forbids development conveniences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -39,6 +38,14 @@ pub struct ServerConfig {
     pub shutdown_drain_delay_ms: u64,
     /// How often dependencies are checked for the health status.
     pub readiness_interval_ms: u64,
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    pub max_streams_per_connection: u32,
+    /// Server streams (logs, chat, watches) one caller may have open at once on this
+    /// server; more are refused with `RESOURCE_EXHAUSTED` until one closes.
+    pub max_streams_per_caller: usize,
+    /// Time a request body has to arrive in full after its head; a slower client is cut off
+    /// with `DEADLINE_EXCEEDED` so it cannot hold a handler (slow-loris).
+    pub request_body_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +59,9 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 20,
             shutdown_drain_delay_ms: 0,
             readiness_interval_ms: 2_000,
+            max_streams_per_connection: 200,
+            max_streams_per_caller: 32,
+            request_body_timeout_ms: 10_000,
         }
     }
 }
@@ -62,7 +72,10 @@ impl ServerConfig {
         positive(prefix, "concurrency_limit", self.concurrency_limit as u64)?;
         positive(prefix, "keepalive_interval_secs", self.keepalive_interval_secs)?;
         positive(prefix, "keepalive_timeout_secs", self.keepalive_timeout_secs)?;
-        positive(prefix, "readiness_interval_ms", self.readiness_interval_ms)
+        positive(prefix, "readiness_interval_ms", self.readiness_interval_ms)?;
+        positive(prefix, "max_streams_per_connection", u64::from(self.max_streams_per_connection))?;
+        positive(prefix, "max_streams_per_caller", self.max_streams_per_caller as u64)?;
+        positive(prefix, "request_body_timeout_ms", self.request_body_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -106,6 +119,8 @@ pub struct DatabaseConfig {
     pub url: Secret,
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
+    /// How long the kernel's own tables keep their rows (`[database.retention]`).
+    pub retention: RetentionConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -114,6 +129,36 @@ impl Default for DatabaseConfig {
             url: Secret::new("postgres://codingagent:codingagent@127.0.0.1:55432/codingagent"),
             max_connections: 10,
             acquire_timeout_secs: 5,
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+/// Windows of the kernel's retention job (see `retention`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Published outbox rows, kept for inspection.
+    pub outbox_hours: u64,
+    /// Processed event ids; must outlast the topics' retention, or a late redelivery is
+    /// applied again.
+    pub inbox_hours: u64,
+    /// Responses replayed to retried mutations.
+    pub idempotency_hours: u64,
+    /// Dead letters after they were replayed (unreplayed ones are kept).
+    pub dead_letter_hours: u64,
+    /// How often the job runs.
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            outbox_hours: 72,
+            inbox_hours: 14 * 24,
+            idempotency_hours: 24,
+            dead_letter_hours: 30 * 24,
+            interval_secs: 3_600,
         }
     }
 }
@@ -123,7 +168,13 @@ impl DatabaseConfig {
         if !self.url.expose().starts_with("postgres://") && !self.url.expose().starts_with("postgresql://") {
             return Err(ConfigError::invalid(format!("{prefix}.url"), "must be a postgres:// URL"));
         }
-        positive(prefix, "max_connections", u64::from(self.max_connections))
+        positive(prefix, "max_connections", u64::from(self.max_connections))?;
+        let retention = format!("{prefix}.retention");
+        positive(&retention, "outbox_hours", self.retention.outbox_hours)?;
+        positive(&retention, "inbox_hours", self.retention.inbox_hours)?;
+        positive(&retention, "idempotency_hours", self.retention.idempotency_hours)?;
+        positive(&retention, "dead_letter_hours", self.retention.dead_letter_hours)?;
+        positive(&retention, "interval_secs", self.retention.interval_secs)
     }
 }
 
@@ -233,18 +284,22 @@ impl Default for IdentityConfig {
 impl IdentityConfig {
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         for (index, key) in std::iter::once(&self.signing_key).chain(&self.previous_keys).enumerate() {
-            if key.expose().len() < 32 {
+            if key.expose().len() < MIN_KEY_BYTES {
                 let field =
                     if index == 0 { "signing_key".into() } else { format!("previous_keys[{}]", index - 1) };
-                return Err(ConfigError::invalid(format!("{prefix}.{field}"), "must be at least 32 bytes"));
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.{field}"),
+                    format!("must be at least {MIN_KEY_BYTES} bytes"),
+                ));
             }
         }
-        if self.environment == Environment::Production && self.signing_key.expose() == DEV_SIGNING_KEY {
+        if self.leeway_secs > MAX_LEEWAY_SECS {
             return Err(ConfigError::invalid(
-                format!("{prefix}.signing_key"),
-                "is the public development key, which production refuses",
+                format!("{prefix}.leeway_secs"),
+                format!("must be at most {MAX_LEEWAY_SECS} seconds"),
             ));
         }
+        // Known keys in production are refused by `Common::validate`, which sees every section.
         positive(prefix, "token_ttl_secs", self.token_ttl_secs)
     }
 }

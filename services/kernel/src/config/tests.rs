@@ -6,6 +6,8 @@ use std::io::Write;
 #[serde(default, deny_unknown_fields)]
 struct Demo {
     server: ServerConfig,
+    telemetry: TelemetryConfig,
+    identity: IdentityConfig,
     database: DatabaseConfig,
     name: String,
     retries: u32,
@@ -14,11 +16,15 @@ struct Demo {
 impl ServiceConfig for Demo {
     const ENV_NAME: &'static str = "DEMO";
 
+    fn common(&self) -> Common<'_> {
+        Common::service(&self.server, &self.telemetry, &self.identity).database(&self.database)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.retries > 10 {
             return Err(ConfigError::invalid("retries", "must be at most 10"));
         }
-        self.server.validate("server")
+        Ok(())
     }
 }
 
@@ -149,4 +155,22 @@ fn a_topic_prefix_names_topics_and_must_be_legal_for_kafka() {
     let error = kafka.validate("kafka").unwrap_err().to_string();
     assert!(error.contains("kafka.topic_prefix"), "{error}");
     assert_eq!(KafkaConfig::default().topic("codingagent.chat.v1"), "codingagent.chat.v1");
+}
+
+#[test]
+fn load_always_validates_the_shared_sections() {
+    // A service's own validate() no longer has to remember the identity section: the
+    // production key check runs for every configuration that `load` returns.
+    let env = [
+        ("CODINGAGENT__IDENTITY__ENVIRONMENT".to_owned(), "production".to_owned()),
+        ("CODINGAGENT__DATABASE__URL".to_owned(), "postgres://app:s3cret@db/codingagent".to_owned()),
+    ];
+    let error = load_with_env::<Demo>(&ConfigArgs::default(), env.clone()).unwrap_err().to_string();
+    assert!(error.contains("identity.signing_key") && error.contains("development key"), "{error}");
+    let mut env = env.to_vec();
+    env.push((
+        "CODINGAGENT__IDENTITY__SIGNING_KEY".into(),
+        "a-real-production-key-of-sufficient-length".into(),
+    ));
+    assert!(load_with_env::<Demo>(&ConfigArgs::default(), env).is_ok());
 }

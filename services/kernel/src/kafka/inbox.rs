@@ -2,11 +2,20 @@
 //! inbox in the same transaction as the handler's effects, so a redelivered event (after a
 //! relay retry, a rebalance or a crash before the offset commit) changes nothing. Offsets are
 //! committed only after that transaction, so nothing is lost either.
+//!
+//! Handler failures are of two kinds. A [`HandlerError::Transient`] one (the database is
+//! down) is retried with backoff on the same event, and the partition waits. A
+//! [`HandlerError::Permanent`] one (a payload that never decodes) would block the partition
+//! forever if retried, so the event is dead-lettered instead: recorded in `dead_letters` with
+//! the reason, republished on `<topic>.dlq` through the outbox, counted, and the consumer moves
+//! on. See [`super::dead_letters`] for listing and replaying them.
 
 use super::cloudevents;
 use super::topics::client_config;
 use crate::config::KafkaConfig;
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::propagation;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -77,21 +86,42 @@ impl ReceivedEvent {
     }
 }
 
-/// A handler failure. The event is retried with backoff until it succeeds, so that no event
-/// is skipped; handlers should treat events they cannot use (unknown types) as success.
+/// A handler failure. Handlers should treat events they have no use for (unknown types) as
+/// success, not as an error.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+pub enum HandlerError {
+    /// Worth retrying: the event is retried with backoff until it succeeds.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help: the event is dead-lettered and the consumer moves on.
+    #[error("{0}")]
+    Permanent(String),
+}
 
-impl From<sqlx::Error> for HandlerError {
-    fn from(error: sqlx::Error) -> Self {
-        Self(error.to_string())
+impl HandlerError {
+    pub fn transient(reason: impl std::fmt::Display) -> Self {
+        Self::Transient(reason.to_string())
+    }
+
+    pub fn permanent(reason: impl std::fmt::Display) -> Self {
+        Self::Permanent(reason.to_string())
     }
 }
 
+/// Database errors are transient (the server may be restarting), except those that say the
+/// data itself is wrong (SQLSTATE class 22) and so would fail again on every retry.
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        let data_error =
+            error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code.starts_with("22"));
+        if data_error { Self::permanent(error) } else { Self::transient(error) }
+    }
+}
+
+/// A payload that does not decode today never will.
 impl From<DecodeError> for HandlerError {
     fn from(error: DecodeError) -> Self {
-        Self(error.to_string())
+        Self::permanent(error)
     }
 }
 
@@ -105,11 +135,12 @@ pub trait EventHandler: Send + Sync {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
-/// Whether an event was applied or recognised as already applied.
+/// Whether an event was applied, recognised as already applied, or set aside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Applied,
     Duplicate,
+    DeadLettered,
 }
 
 /// A consumer group member that feeds events to a handler through the inbox.
@@ -118,6 +149,10 @@ pub struct InboxConsumer {
     pool: PgPool,
     name: String,
     topic_prefix: String,
+    dead_lettered: Counter,
+    /// Kept to create the `<topic>.dlq` topics when the consumer starts.
+    config: KafkaConfig,
+    topics: Vec<String>,
 }
 
 impl std::fmt::Debug for InboxConsumer {
@@ -136,14 +171,74 @@ impl InboxConsumer {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .create()?;
-        let topics: Vec<String> = topics.iter().map(|topic| config.topic(topic)).collect();
-        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-        Ok(Self { consumer, pool, name: name.to_owned(), topic_prefix: config.topic_prefix.clone() })
+        let on_broker: Vec<String> = topics.iter().map(|topic| config.topic(topic)).collect();
+        consumer.subscribe(&on_broker.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(Self {
+            consumer,
+            pool,
+            name: name.to_owned(),
+            topic_prefix: config.topic_prefix.clone(),
+            dead_lettered: Counter::default(),
+            config: config.clone(),
+            topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
+        })
     }
 
-    /// Consumes until `shutdown`. A failing handler is retried with backoff on the same
-    /// event; the partition waits rather than skipping it.
+    /// The consumer as a required background task of a [`crate::server::ServiceHost`]: a new
+    /// consumer (same group, same inbox) replaces one that stopped, and the service is
+    /// `NOT_SERVING` meanwhile.
+    pub fn task<H>(
+        pool: PgPool,
+        config: &KafkaConfig,
+        name: &str,
+        topics: &[&str],
+        handler: H,
+        metrics: &Metrics,
+    ) -> crate::server::Background
+    where
+        H: EventHandler + Clone + 'static,
+    {
+        let dead_lettered = Counter::default();
+        metrics.register(
+            "inbox_dead_lettered",
+            "Events set aside because their handler failed permanently",
+            dead_lettered.clone(),
+        );
+        let config = config.clone();
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let group = name.to_owned();
+        crate::server::Background::required(format!("inbox {name}"), move |stop| {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let consumer = Self::new(pool.clone(), &config, &group, &topics)
+                .map(|consumer| Self { dead_lettered: dead_lettered.clone(), ..consumer });
+            let handler = handler.clone();
+            async move {
+                consumer?.run(handler, stop).await;
+                Ok(())
+            }
+        })
+    }
+
+    /// Counts dead-lettered events on `/metrics` (`codingagent_inbox_dead_lettered`).
+    pub fn with_metrics(self, metrics: &Metrics) -> Self {
+        metrics.register(
+            "inbox_dead_lettered",
+            "Events set aside because their handler failed permanently",
+            self.dead_lettered.clone(),
+        );
+        self
+    }
+
+    /// Consumes until `shutdown`. A transient failure is retried with backoff on the same
+    /// event (the partition waits rather than skipping it); a permanent one dead-letters it.
     pub async fn run<H: EventHandler>(self, handler: H, shutdown: CancellationToken) {
+        let dlq: Vec<String> =
+            self.topics.iter().map(|topic| format!("{topic}{}", super::dead_letters::DLQ_SUFFIX)).collect();
+        if let Err(error) =
+            super::topics::ensure(&self.config, &dlq.iter().map(String::as_str).collect::<Vec<_>>()).await
+        {
+            tracing::warn!(consumer = %self.name, %error, "cannot create dead-letter topics now");
+        }
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -162,6 +257,17 @@ impl InboxConsumer {
             loop {
                 match self.process(&handler, &event).await {
                     Ok(_) => break,
+                    Err(HandlerError::Permanent(reason)) => match self.dead_letter(&event, &reason).await {
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(consumer = %self.name, event_id = %event.id, %error, "dead-lettering failed; retrying");
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                () = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                        }
+                    },
                     Err(error) => {
                         tracing::warn!(consumer = %self.name, event_id = %event.id, %error, "event handling failed; retrying");
                         tokio::select! {
@@ -211,5 +317,31 @@ impl InboxConsumer {
         }
         .instrument(span)
         .await
+    }
+
+    /// Sets `event` aside for good: the inbox row (so a redelivery is a duplicate), the dead
+    /// letter and its `<topic>.dlq` copy commit together.
+    pub async fn dead_letter(&self, event: &ReceivedEvent, reason: &str) -> Result<Outcome, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.name)
+        .bind(&event.id)
+        .bind(&event.topic)
+        .bind(event.partition)
+        .bind(event.offset)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(Outcome::Duplicate);
+        }
+        super::dead_letters::record(&mut tx, &self.name, event, reason).await?;
+        tx.commit().await?;
+        self.dead_lettered.inc();
+        tracing::error!(consumer = %self.name, event_id = %event.id, topic = %event.topic, %reason, "event dead-lettered");
+        Ok(Outcome::DeadLettered)
     }
 }

@@ -9,6 +9,7 @@
 //! committed only afterwards.
 
 pub mod cloudevents;
+pub mod dead_letters;
 pub mod inbox;
 pub mod outbox;
 pub mod relay;

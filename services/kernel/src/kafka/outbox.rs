@@ -17,11 +17,7 @@ pub async fn enqueue<M>(
 where
     M: prost::Message + prost::Name,
 {
-    let event = OutboxEvent::new(topic, key, message);
-    let event_id = event.event_id;
-    let sql = format!("WITH {} {NOTIFY_SELECT}", OutboxEvent::cte(1));
-    event.bind(sqlx::query(&sql)).execute(&mut *conn).await?;
-    Ok(event_id)
+    OutboxEvent::new(topic, key, message).insert(conn).await
 }
 
 /// Ends a statement that contains [`OutboxEvent::cte`]. NOTIFY is transactional: the relay is
@@ -53,6 +49,38 @@ impl OutboxEvent {
             payload: message.encode_to_vec(),
             trace: serde_json::to_value(propagation::current_context_fields()).unwrap_or_default(),
         }
+    }
+
+    /// An event whose payload is already encoded (dead letters and their replays), with
+    /// `headers` sent as Kafka headers beside the CloudEvents ones.
+    pub fn raw(
+        topic: &str,
+        key: &str,
+        event_type: &str,
+        payload: Vec<u8>,
+        headers: &std::collections::HashMap<String, String>,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            event_type: event_type.to_owned(),
+            payload,
+            trace: serde_json::to_value(headers).unwrap_or_default(),
+        }
+    }
+
+    /// Keeps an earlier event's id, so consumers that applied it already see a duplicate.
+    pub fn with_id(self, event_id: Uuid) -> Self {
+        Self { event_id, ..self }
+    }
+
+    /// Writes the event on its own statement, in the caller's transaction.
+    pub async fn insert(self, conn: &mut PgConnection) -> Result<Uuid, sqlx::Error> {
+        let event_id = self.event_id;
+        let sql = format!("WITH {} {NOTIFY_SELECT}", Self::cte(1));
+        self.bind(sqlx::query(&sql)).execute(conn).await?;
+        Ok(event_id)
     }
 
     /// A common table expression named `outbox_event` that inserts the event from the six

@@ -1,11 +1,19 @@
-//! Publishes committed outbox rows to Kafka.
+//! Publishes committed outbox rows to Kafka, keeping each key's (aggregate's) order.
 //!
-//! One round claims the oldest unsent rows with `FOR UPDATE SKIP LOCKED` (so relays of several
-//! replicas share the work without publishing a row twice at the same time), publishes them
+//! One round takes the schema's relay lock, claims the oldest unsent rows, publishes them
 //! with the idempotent producer and marks them sent, all in one transaction. A crash after
 //! publishing but before the commit leaves the rows unsent, and they are published again;
 //! consumers deduplicate by event id. While the broker is unreachable, rounds fail and are
 //! retried with exponential backoff; nothing is dropped.
+//!
+//! Order per key holds under failures and with several replicas:
+//! - Only one relay per schema publishes at a time (a transaction-scoped advisory lock; the
+//!   others skip the round). Two relays claiming disjoint rows could otherwise publish one
+//!   key's second event before its first. Replicas therefore give failover, not throughput;
+//!   one relay publishes thousands of events a second.
+//! - A round publishes in waves, each holding at most one row per key, oldest first. When a
+//!   row fails, its key's later rows are not published in that round, so nothing overtakes
+//!   the failed row, which the next round retries first.
 
 use super::cloudevents::{self, Attributes};
 use super::topics::client_config;
@@ -46,6 +54,7 @@ pub enum RelayError {
 }
 
 /// Moves events from one service's outbox to Kafka.
+#[derive(Clone)]
 pub struct Relay {
     pool: PgPool,
     producer: FutureProducer,
@@ -94,6 +103,18 @@ impl Relay {
             self.metrics.failed_rounds.clone(),
         );
         self
+    }
+
+    /// The relay as a required background task of a [`crate::server::ServiceHost`]: restarted
+    /// if it ever stops, and the service is `NOT_SERVING` meanwhile.
+    pub fn task(self) -> crate::server::Background {
+        crate::server::Background::required("outbox-relay", move |stop| {
+            let relay = self.clone();
+            async move {
+                relay.run(stop).await;
+                Ok(())
+            }
+        })
     }
 
     /// Runs rounds until `shutdown`, waking on the outbox notification or every poll interval,
@@ -168,17 +189,23 @@ impl Relay {
         }
     }
 
-    /// One round: claim, publish, mark, commit. Returns how many rows were published.
+    /// One round: lock, claim, publish in order, mark, commit. Returns how many rows were
+    /// published (0 also when another relay holds the lock).
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended(current_schema() || '.outbox_relay', 0))",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !locked {
+            return Ok(0);
+        }
         let rows = claim(&mut tx, self.config.relay_batch_size).await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let published = self.publish(&rows).await;
-        let sent: Vec<i64> =
-            rows.iter().zip(&published).filter(|(_, r)| r.is_ok()).map(|(row, _)| row.id).collect();
-        let first_error = published.into_iter().find_map(Result::err);
+        let (sent, first_error) = self.publish_in_order(&rows).await;
         mark_sent(&mut tx, &sent).await?;
         if let Some(error) = &first_error {
             record_failure(&mut tx, &rows, &sent, error).await?;
@@ -189,6 +216,43 @@ impl Relay {
             Some(error) => Err(error.into()),
             None => Ok(sent.len()),
         }
+    }
+
+    /// Publishes `rows` (oldest first) in waves of at most one row per key; a key whose row
+    /// failed publishes nothing more this round. Returns the ids published and the first error.
+    pub async fn publish_in_order(&self, rows: &[OutboxRow]) -> (Vec<i64>, Option<KafkaError>) {
+        let mut waves: Vec<Vec<&OutboxRow>> = Vec::new();
+        let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+        for row in rows {
+            let wave = seen.entry((row.topic.as_str(), row.key.as_str())).or_insert(0);
+            if waves.len() <= *wave {
+                waves.push(Vec::new());
+            }
+            waves[*wave].push(row);
+            *wave += 1;
+        }
+        let mut sent = Vec::new();
+        let mut failed_keys: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+        let mut first_error = None;
+        for wave in waves {
+            let wave: Vec<OutboxRow> = wave
+                .into_iter()
+                .filter(|row| !failed_keys.contains(&(row.topic.as_str(), row.key.as_str())))
+                .cloned()
+                .collect();
+            for (row, result) in wave.iter().zip(self.publish(&wave).await) {
+                match result {
+                    Ok(()) => sent.push(row.id),
+                    Err(error) => {
+                        if let Some(original) = rows.iter().find(|r| r.id == row.id) {
+                            failed_keys.insert((original.topic.as_str(), original.key.as_str()));
+                        }
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+        }
+        (sent, first_error)
     }
 
     /// Publishes `rows` concurrently and waits for every acknowledgement (`acks=all`).

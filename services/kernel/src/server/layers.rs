@@ -10,21 +10,31 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
-/// Opens a span per request, child of the caller's W3C trace context.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
+/// Opens a span per request, child of the caller's W3C trace context, named for the service
+/// (several share one process in `codingagent all`).
+#[derive(Debug, Clone)]
+pub struct TraceLayer {
+    service: std::sync::Arc<str>,
+}
+
+impl TraceLayer {
+    pub fn new(service: &str) -> Self {
+        Self { service: service.into() }
+    }
+}
 
 impl<S> Layer<S> for TraceLayer {
     type Service = Trace<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Trace { inner }
+        Trace { inner, service: self.service.clone() }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Trace<S> {
     inner: S,
+    service: std::sync::Arc<str>,
 }
 
 impl<S, B> Service<Request<B>> for Trace<S>
@@ -40,7 +50,12 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let span = tracing::info_span!("request", otel.name = %request.uri().path(), otel.kind = "server");
+        let span = tracing::info_span!(
+            "request",
+            service = %self.service,
+            otel.name = %request.uri().path(),
+            otel.kind = "server"
+        );
         propagation::set_parent(&span, propagation::extract_http(request.headers()));
         self.inner.call(request).instrument(span)
     }

@@ -2,17 +2,26 @@
 //! HTTP (`/metrics` and service-specific routes such as uploads), with health, reflection,
 //! identity, limits and an ordered graceful shutdown.
 //!
-//! A service builds a [`ServiceHost`], adds its tonic services, dependency checks and HTTP
-//! routes, and calls [`ServiceHost::serve`]. Shutdown runs in this order: health turns
+//! A service builds a [`ServiceHost`], adds its tonic services, dependency checks, HTTP
+//! routes and [`Background`] tasks (relay, consumers, periodic jobs), and calls
+//! [`ServiceHost::serve`]. The host supervises the background tasks (restart with backoff,
+//! `NOT_SERVING` while a required one is down). Shutdown runs in this order: health turns
 //! `NOT_SERVING`, the listener stops accepting, in-flight calls get
-//! [`ServerConfig::shutdown_grace`] to finish, then `serve` returns so the caller can flush
-//! Kafka and close its pools.
+//! [`ServerConfig::shutdown_grace`] to finish, background tasks are stopped and awaited (the
+//! relay publishes what is left and flushes Kafka), then `serve` returns so the caller can
+//! close its pools.
 
+mod background;
 mod layers;
+mod limits;
+mod methods;
 mod readiness;
 mod web;
 
+pub use background::Background;
 pub use layers::{MessageLimitLayer, TraceLayer};
+pub use limits::{BodyTimeoutLayer, StreamLimitLayer};
+pub use methods::{Method, MethodTable};
 pub use readiness::{CheckFn, DependencyCheck};
 pub use web::WebLayer;
 
@@ -50,25 +59,31 @@ const EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-
 /// Assembles one service's server.
 #[derive(Debug)]
 pub struct ServiceHost {
+    name: String,
     config: ServerConfig,
     routes: RoutesBuilder,
     http: axum::Router,
     descriptor_sets: Vec<&'static [u8]>,
     service_names: Vec<String>,
     checks: Vec<DependencyCheck>,
+    background: Vec<Background>,
     verifier: TokenVerifier,
     metrics: Metrics,
 }
 
 impl ServiceHost {
-    pub fn new(config: &ServerConfig, identity: &IdentityConfig, metrics: Metrics) -> Self {
+    /// `name` labels the service's spans and background tasks; create `metrics` with
+    /// [`Metrics::for_service`] so its series carry the same name.
+    pub fn new(name: &str, config: &ServerConfig, identity: &IdentityConfig, metrics: Metrics) -> Self {
         Self {
+            name: name.to_owned(),
             config: config.clone(),
             routes: RoutesBuilder::default(),
             http: axum::Router::new(),
             descriptor_sets: Vec::new(),
             service_names: Vec::new(),
             checks: Vec::new(),
+            background: Vec::new(),
             verifier: TokenVerifier::new(identity),
             metrics,
         }
@@ -111,11 +126,27 @@ impl ServiceHost {
         self
     }
 
+    /// A task to run beside the server for as long as it serves, under supervision.
+    pub fn background(mut self, task: Background) -> Self {
+        self.background.push(task);
+        self
+    }
+
     /// Serves on `listener` until `shutdown` is cancelled, then shuts down in order.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
         let (reporter, health) = tonic_health::server::health_reporter();
         let readiness = Readiness::new(reporter, self.service_names.clone()).await;
+        let stop_background = CancellationToken::new();
+        let supervisor = background::Supervisor::new(&self.name, &self.metrics);
+        let mut checks = self.checks;
+        let mut tasks = Vec::new();
+        for task in self.background {
+            let (handle, check) = supervisor.spawn(task, stop_background.clone());
+            tasks.push(handle);
+            checks.extend(check);
+        }
 
+        let methods = std::sync::Arc::new(MethodTable::new(&self.service_names, &self.descriptor_sets));
         let mut routes = self.routes;
         routes.add_service(health);
         routes.add_service(reflection_builder(&self.descriptor_sets).build_v1()?);
@@ -133,21 +164,28 @@ impl ServiceHost {
             .allow_headers(AllowHeaders::mirror_request())
             .expose_headers(EXPOSED_HEADERS.map(http::HeaderName::from_static))
             .max_age(Duration::from_secs(600));
-        // Outermost first. grpc-web (only grpc-web: plain HTTP/1.1 passes) is translated before metrics and auth see the request, so
-        // both treat browser and native clients alike; limits sit innermost so a refused or
-        // unauthenticated request never takes a slot.
+        // Outermost first. grpc-web (only grpc-web: plain HTTP/1.1 passes) is translated
+        // before the body deadline wraps the body (so a slow browser gets the deadline's own
+        // status, not tonic-web's INTERNAL wrapping of it) and before metrics and auth see the
+        // request, so they treat browser and native clients alike; metrics
+        // label only served methods, since they see unauthenticated requests. Limits sit
+        // inside auth so a refused or unauthenticated request never takes a slot, and the
+        // stream limit needs the caller.
         let stack = ServiceBuilder::new()
-            .layer(TraceLayer)
+            .layer(TraceLayer::new(&self.name))
             .layer(cors)
             .layer(WebLayer)
-            .layer(self.metrics.layer())
+            .layer(BodyTimeoutLayer::new(Duration::from_millis(self.config.request_body_timeout_ms)))
+            .layer(self.metrics.layer(methods.clone()))
             .layer(MessageLimitLayer)
             .layer(AuthLayer::new(self.verifier))
+            .layer(StreamLimitLayer::new(methods, self.config.max_streams_per_caller))
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(self.config.concurrency_limit));
 
         let stop_accepting = CancellationToken::new();
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
+            .max_concurrent_streams(Some(self.config.max_streams_per_connection))
             .http2_keepalive_interval(Some(Duration::from_secs(self.config.keepalive_interval_secs)))
             .http2_keepalive_timeout(Some(Duration::from_secs(self.config.keepalive_timeout_secs)))
             .layer(stack)
@@ -164,7 +202,7 @@ impl ServiceHost {
 
         let stop_checks = CancellationToken::new();
         let watcher = tokio::spawn(readiness.clone().watch(
-            self.checks,
+            checks,
             Duration::from_millis(self.config.readiness_interval_ms),
             stop_checks.clone(),
         ));
@@ -172,6 +210,8 @@ impl ServiceHost {
         tokio::select! {
             result = &mut server => {
                 stop_checks.cancel();
+                stop_background.cancel();
+                join_background(tasks, self.config.shutdown_grace()).await;
                 return flatten(result);
             }
             () = shutdown.cancelled() => {}
@@ -183,7 +223,7 @@ impl ServiceHost {
         tokio::time::sleep(Duration::from_millis(self.config.shutdown_drain_delay_ms)).await;
         stop_accepting.cancel();
         let grace = self.config.shutdown_grace();
-        match tokio::time::timeout(grace, &mut server).await {
+        let served = match tokio::time::timeout(grace, &mut server).await {
             Ok(result) => {
                 tracing::info!("in-flight calls drained");
                 flatten(result)
@@ -193,7 +233,18 @@ impl ServiceHost {
                 server.abort();
                 Ok(())
             }
-        }
+        };
+        // After the calls, so the events of the last requests are still relayed.
+        stop_background.cancel();
+        join_background(tasks, grace).await;
+        served
+    }
+}
+
+/// Waits for stopped background tasks (the relay drains and flushes), at most `grace`.
+async fn join_background(tasks: Vec<tokio::task::JoinHandle<()>>, grace: Duration) {
+    if tokio::time::timeout(grace, futures::future::join_all(tasks)).await.is_err() {
+        tracing::warn!(grace_secs = grace.as_secs(), "background tasks did not stop in time");
     }
 }
 

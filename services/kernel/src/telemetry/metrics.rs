@@ -1,6 +1,11 @@
 //! Prometheus metrics: one registry per process, RED metrics for every RPC, and a tower layer
 //! that records them from the gRPC status each response ends with.
+//!
+//! Labels come only from the server's own [`MethodTable`]: the layer runs before
+//! authentication, so a label taken from the request path would let anyone without a token
+//! create a new, never-evicted series per made-up path.
 
+use crate::server::MethodTable;
 use pin_project_lite::pin_project;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -49,8 +54,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A registry whose series carry no service label (tests, tools).
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("codingagent");
+        Self::with_registry(Registry::with_prefix("codingagent"))
+    }
+
+    /// A service's registry: every series carries `service_name="<name>"` (OpenTelemetry's
+    /// `service.name`; `service` already names the gRPC service), so the services of one
+    /// `codingagent all` process stay apart in Prometheus.
+    pub fn for_service(name: &str) -> Self {
+        let labels = std::iter::once((
+            std::borrow::Cow::Borrowed("service_name"),
+            std::borrow::Cow::Owned(name.to_owned()),
+        ));
+        Self::with_registry(Registry::with_prefix_and_labels("codingagent", labels))
+    }
+
+    fn with_registry(mut registry: Registry) -> Self {
         let rpc = RpcMetrics {
             handled: Family::default(),
             latency: Family::new_with_constructor(|| {
@@ -85,8 +105,17 @@ impl Metrics {
         text
     }
 
-    pub fn layer(&self) -> MetricsLayer {
-        MetricsLayer { rpc: self.rpc.clone() }
+    /// The layer for a server serving `methods`; anything else is counted as `unknown`.
+    pub fn layer(&self, methods: Arc<MethodTable>) -> MetricsLayer {
+        MetricsLayer { rpc: self.rpc.clone(), methods }
+    }
+
+    /// How many label sets the RPC metrics hold (the number of series that grow with them).
+    pub fn rpc_series(&self) -> usize {
+        self.encode()
+            .lines()
+            .filter(|line| line.starts_with("codingagent_grpc_server_") && !line.starts_with('#'))
+            .count()
     }
 }
 
@@ -94,13 +123,14 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     rpc: Arc<RpcMetrics>,
+    methods: Arc<MethodTable>,
 }
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, rpc: self.rpc.clone() }
+        MetricsService { inner, rpc: self.rpc.clone(), methods: self.methods.clone() }
     }
 }
 
@@ -108,6 +138,7 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     rpc: Arc<RpcMetrics>,
+    methods: Arc<MethodTable>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for MetricsService<S>
@@ -123,7 +154,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let labels = method_labels(request.uri().path());
+        let labels = method_labels(&self.methods, request.uri().path());
         self.rpc.in_flight.get_or_create(&labels).inc();
         let recorder =
             Recorder { rpc: self.rpc.clone(), labels, start: Instant::now(), http_code: "Ok".into() };
@@ -131,13 +162,16 @@ where
     }
 }
 
-/// `/codingagent.chat.v1.ChatService/PostMessage` → (`codingagent.chat.v1.ChatService`,
-/// `PostMessage`); anything else (plain HTTP routes) is grouped so paths with ids cannot
-/// explode the label space.
-fn method_labels(path: &str) -> MethodLabels {
+/// A served method → (`codingagent.chat.v1.ChatService`, `PostMessage`); any other
+/// gRPC-looking path is `unknown`, and plain HTTP routes (whose paths carry ids) are grouped
+/// as `http`, so the label space is fixed by the server, never by its callers.
+fn method_labels(methods: &MethodTable, path: &str) -> MethodLabels {
+    if let Some(method) = methods.get(path) {
+        return MethodLabels { service: method.service.clone(), method: method.name.clone() };
+    }
     match path.trim_start_matches('/').split_once('/') {
         Some((service, method)) if service.contains('.') && !method.contains('/') => {
-            MethodLabels { service: service.to_owned(), method: method.to_owned() }
+            MethodLabels { service: "unknown".into(), method: "unknown".into() }
         }
         _ => MethodLabels { service: "http".into(), method: "other".into() },
     }
@@ -289,11 +323,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_paths_become_labels() {
-        let labels = method_labels("/codingagent.chat.v1.ChatService/PostMessage");
-        assert_eq!(labels.service, "codingagent.chat.v1.ChatService");
-        assert_eq!(labels.method, "PostMessage");
-        assert_eq!(method_labels("/v1/conversations/123/attachments").service, "http");
+    fn only_served_methods_become_labels() {
+        let methods = MethodTable::new(&[], &[]);
+        let labels = method_labels(&methods, "/grpc.health.v1.Health/Check");
+        assert_eq!((labels.service.as_str(), labels.method.as_str()), ("grpc.health.v1.Health", "Check"));
+        let made_up = method_labels(&methods, "/codingagent.chat.v1.ChatService/Nope123");
+        assert_eq!((made_up.service.as_str(), made_up.method.as_str()), ("unknown", "unknown"));
+        assert_eq!(method_labels(&methods, "/v1/conversations/123/attachments").service, "http");
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let probe = ProbeServiceServer::new(Probe).max_decoding_message_size(config.max_message_bytes);
         let host = checks.into_iter().fold(
-            ServiceHost::new(&config, &identity, Metrics::new())
+            ServiceHost::new("probe", &config, &identity, Metrics::new())
                 .add_service(probe)
                 .descriptor_set(codingagent_testkit::pb::FILE_DESCRIPTOR_SET),
             ServiceHost::check,

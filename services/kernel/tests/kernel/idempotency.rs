@@ -2,8 +2,8 @@
 
 use codingagent_kernel::config::{DatabaseConfig, Secret};
 use codingagent_kernel::db;
-use codingagent_kernel::identity::Caller;
 use codingagent_kernel::idempotency::{self, Key};
+use codingagent_kernel::identity::Caller;
 use codingagent_testkit::TestDatabase;
 use codingagent_testkit::pb::{SleepRequest, SleepResponse};
 use sqlx::PgPool;

@@ -2,7 +2,9 @@
 
 use codingagent_kernel::config::KafkaConfig;
 use codingagent_kernel::kafka::relay::{self, Relay};
-use codingagent_kernel::kafka::{EventHandler, HandlerError, InboxConsumer, ReceivedEvent, enqueue, topics};
+use codingagent_kernel::kafka::{
+    EventHandler, HandlerError, InboxConsumer, OutboxEvent, ReceivedEvent, enqueue, topics,
+};
 use codingagent_kernel::telemetry::metrics::Metrics;
 use codingagent_kernel::{CancellationToken, db};
 use codingagent_proto::codingagent::events::v1::TaskCreated;
@@ -13,15 +15,15 @@ use std::time::{Duration, Instant};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("tests/migrations");
 
-struct Fixture {
+pub(crate) struct Fixture {
     database: TestDatabase,
-    pool: PgPool,
-    kafka: KafkaConfig,
-    topic: String,
+    pub(crate) pool: PgPool,
+    pub(crate) kafka: KafkaConfig,
+    pub(crate) topic: String,
 }
 
 impl Fixture {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let database = TestDatabase::create().await.unwrap();
         let shared = codingagent_testkit::sections(&database);
         let pool = db::connect(&shared.database, "kernel_test", &MIGRATIONS).await.unwrap();
@@ -33,16 +35,29 @@ impl Fixture {
     }
 
     /// The topic's name on the broker: the relay puts the configured prefix before it.
-    fn on_broker(&self) -> String {
+    pub(crate) fn on_broker(&self) -> String {
         self.kafka.topic(&self.topic)
     }
 
-    fn relay(&self) -> Relay {
+    pub(crate) fn relay(&self) -> Relay {
         Relay::new(self.pool.clone(), &self.kafka, "kernel-test").unwrap()
     }
 
+    /// An outbox row written without the notification that wakes a running relay.
+    pub(crate) async fn write_unnotified(&self, id: &str) {
+        let event = TaskCreated { task_id: id.into(), owner: "alice".into(), ..Default::default() };
+        OutboxEvent::new(&self.topic, id, &event)
+            .bind(sqlx::query(
+                "INSERT INTO outbox (event_id, topic, event_key, event_type, payload, trace_context) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            ))
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
     /// Changes state and records the event in one transaction, then commits or rolls back.
-    async fn write(&self, id: &str, commit: bool) {
+    pub(crate) async fn write(&self, id: &str, commit: bool) {
         let mut tx = self.pool.begin().await.unwrap();
         sqlx::query("INSERT INTO things (id) VALUES ($1)").bind(id).execute(&mut *tx).await.unwrap();
         let event = TaskCreated {
@@ -55,18 +70,18 @@ impl Fixture {
         if commit { tx.commit().await.unwrap() } else { tx.rollback().await.unwrap() }
     }
 
-    async fn pending(&self) -> i64 {
+    pub(crate) async fn pending(&self) -> i64 {
         relay::pending(&self.pool).await.unwrap()
     }
 
-    async fn applied(&self) -> Vec<String> {
+    pub(crate) async fn applied(&self) -> Vec<String> {
         sqlx::query_scalar("SELECT event_key FROM applied ORDER BY applied_at")
             .fetch_all(&self.pool)
             .await
             .unwrap()
     }
 
-    async fn finish(self) {
+    pub(crate) async fn finish(self) {
         codingagent_testkit::delete_topic(&self.on_broker()).await.unwrap();
         self.pool.close().await;
         self.database.drop_database().await.unwrap();
@@ -146,7 +161,10 @@ async fn the_running_relay_publishes_each_commit_promptly_and_drains_on_shutdown
     let fixture = Fixture::new().await;
     let shutdown = CancellationToken::new();
     let metrics = Metrics::new();
-    let relay = tokio::spawn(fixture.relay().with_metrics(&metrics).run(shutdown.clone()));
+    let mut kafka = fixture.kafka.clone();
+    kafka.relay_poll_ms = 60_000;
+    let relay = Relay::new(fixture.pool.clone(), &kafka, "kernel-test").unwrap();
+    let relay = tokio::spawn(relay.with_metrics(&metrics).run(shutdown.clone()));
     for id in ["one", "two", "three"] {
         fixture.write(id, true).await;
     }
@@ -159,13 +177,16 @@ async fn the_running_relay_publishes_each_commit_promptly_and_drains_on_shutdown
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A row the running relay does not hear of (no notification, and the next poll is a
+    // minute away): only the drain at shutdown can publish it.
+    fixture.write_unnotified("late").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fixture.pending().await, 1, "the relay published the row before shutdown");
     shutdown.cancel();
-    fixture.write("late", true).await;
     relay.await.unwrap();
-    // Whatever was committed before the relay stopped is either published or still pending,
-    // never lost.
-    let published = read_topic(&fixture.on_broker(), 4, Duration::from_secs(5)).await.unwrap().len();
-    assert_eq!(published as i64 + fixture.pending().await, 4);
+    assert_eq!(fixture.pending().await, 0, "the drain did not publish the last row");
+    let records = read_topic(&fixture.on_broker(), 4, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(records.last().and_then(|r| r.key.as_deref()), Some("late"));
     fixture.finish().await;
 }
 
@@ -254,4 +275,72 @@ fn kcat_first_record(fixture: &Fixture, format: &str) -> Vec<u8> {
         .expect("kcat is installed by ./dev");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     output.stdout
+}
+
+/// Records event number `n` of aggregate `key` (its text is `<key>-<n>`).
+async fn write_numbered(fixture: &Fixture, key: &str, n: usize) {
+    let mut tx = fixture.pool.begin().await.unwrap();
+    let event = TaskCreated { task_id: key.into(), text: format!("{key}-{n}"), ..Default::default() };
+    enqueue(&mut tx, &fixture.topic, key, &event).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn per_key_order_holds_with_two_relays_and_a_failed_publish() {
+    let fixture = Fixture::new().await;
+    let keys = ["a", "b", "c"];
+    for n in 0..5 {
+        for key in keys {
+            write_numbered(&fixture, key, n).await;
+        }
+    }
+    // a-1 cannot be published: larger than the producer's message.max.bytes (1 MB).
+    sqlx::query("UPDATE outbox SET payload = $1 WHERE event_key = 'a' AND id = (SELECT id FROM outbox WHERE event_key = 'a' ORDER BY id OFFSET 1 LIMIT 1)")
+        .bind(vec![0u8; 2 * 1024 * 1024])
+        .execute(&fixture.pool)
+        .await
+        .unwrap();
+    // Two replicas with small batches, racing.
+    let kafka = KafkaConfig { relay_batch_size: 4, ..fixture.kafka.clone() };
+    let relays = [
+        Relay::new(fixture.pool.clone(), &kafka, "kernel-test").unwrap(),
+        Relay::new(fixture.pool.clone(), &kafka, "kernel-test").unwrap(),
+    ];
+    race(&relays).await;
+    assert!(fixture.pending().await >= 5, "a-1 and every later a must still wait");
+
+    // The cause goes away (here: the row is fixed); the next rounds publish the rest.
+    let event = TaskCreated { task_id: "a".into(), text: "a-1".into(), ..Default::default() };
+    sqlx::query("UPDATE outbox SET payload = $1 WHERE octet_length(payload) > 1000000")
+        .bind(prost::Message::encode_to_vec(&event))
+        .execute(&fixture.pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fixture.pending().await > 0 {
+        assert!(Instant::now() < deadline, "rows stayed unsent");
+        race(&relays).await;
+    }
+
+    let records = read_topic(&fixture.on_broker(), 15, Duration::from_secs(20)).await.unwrap();
+    for key in keys {
+        let texts: Vec<String> = records
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(key))
+            .map(|r| <TaskCreated as prost::Message>::decode(r.payload.as_slice()).unwrap().text)
+            .collect();
+        let expected: Vec<String> = (0..5).map(|n| format!("{key}-{n}")).collect();
+        assert_eq!(texts, expected, "events of {key} out of order");
+    }
+    fixture.finish().await;
+}
+
+/// Six rounds on each relay, concurrently.
+async fn race(relays: &[Relay]) {
+    futures::future::join_all(relays.iter().map(|relay| async move {
+        for _ in 0..6 {
+            let _ = relay.relay_once().await;
+        }
+    }))
+    .await;
 }
