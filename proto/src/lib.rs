@@ -9,6 +9,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/codingagent.rs"));
 
+pub mod helpers;
+
 /// The encoded `FileDescriptorSet` of every contract, served by gRPC reflection so that
 /// grpcurl and other dynamic clients need no local copy of the `.proto` files.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -41,7 +41,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/classifier");
+/// The service's own schema migrations (the kernel's run first); operator tools connect with them.
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/classifier");
 
 /// Loads the configuration, sets up telemetry and serves until SIGINT/SIGTERM.
 pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {

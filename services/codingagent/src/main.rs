@@ -4,6 +4,7 @@
 //! `serve()` functions do the work, so every mode runs the same code.
 
 mod classifier;
+mod dead_letters;
 mod services;
 mod token;
 
@@ -46,6 +47,9 @@ enum Command {
     /// Classifier tools: train a model.
     #[command(subcommand)]
     Classifier(classifier::ClassifierCommand),
+    /// Events a service's consumers could never apply: list and replay them.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLetterCommand),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Token(args) => token::run(&args),
         Command::Classifier(command) => classifier::run(command),
+        Command::DeadLetters(command) => runtime().and_then(|rt| rt.block_on(dead_letters::run(command))),
         Command::Services => {
             services::print_list();
             Ok(())

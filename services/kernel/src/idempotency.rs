@@ -141,6 +141,30 @@ impl<'a> Key<'a> {
     }
 }
 
+/// Runs one durable mutation in a transaction, idempotently: a retry with the same key gets
+/// the first response (and `None`: nothing to announce); otherwise `act` runs, its response
+/// is remembered for retries and the transaction commits, and what `act` wants announced
+/// after the commit (a fan-out, a cache invalidation) comes back for the caller to announce.
+/// Announcing only after the commit means nobody hears of a change that rolled back.
+pub async fn mutate<R, A, E>(
+    pool: &PgPool,
+    key: &Key<'_>,
+    act: impl AsyncFnOnce(&mut PgConnection) -> Result<(R, A), E>,
+) -> Result<(R, Option<A>), E>
+where
+    R: prost::Message + Default,
+    E: From<Error> + From<sqlx::Error>,
+{
+    let mut tx = pool.begin().await?;
+    if let Some(done) = key.replay(&mut tx).await? {
+        return Ok((done, None));
+    }
+    let (response, announce) = act(&mut tx).await?;
+    key.remember(&mut tx, &response).await?;
+    tx.commit().await?;
+    Ok((response, Some(announce)))
+}
+
 /// `user:<id>` for a user or a service acting for one; `service:<name>` for a service acting
 /// on its own account. The prefixes keep a user named like a service apart from it.
 fn scope(caller: &Caller) -> String {

@@ -19,6 +19,32 @@ pub async fn connect(addr: SocketAddr) -> Channel {
     panic!("nothing accepts connections on {addr}");
 }
 
+/// Waits until the server at `addr` reports `SERVING` for the whole server (health service
+/// name ""), for up to 60 s: a test that starts a service calls this before its first call,
+/// so no test depends on how long migrations, seeding or dependency checks take.
+pub async fn wait_until_serving(addr: SocketAddr) {
+    use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus};
+    let channel = connect(addr).await;
+    let mut last = String::from("no answer");
+    for _ in 0..1200 {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        let path = http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
+        let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+        if grpc.ready().await.is_ok() {
+            match grpc
+                .unary(tonic::Request::new(HealthCheckRequest { service: String::new() }), path, codec)
+                .await
+            {
+                Ok(response) if response.get_ref().status == ServingStatus::Serving as i32 => return,
+                Ok(response) => last = format!("status {}", response.get_ref().status),
+                Err(status) => last = status.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} never reported SERVING (last: {last})");
+}
+
 /// A channel to `addr` that presents `caller`'s identity token, minted with `identity` (the
 /// service's own settings), on every call; wrap it in the service's generated client.
 pub async fn connect_as(

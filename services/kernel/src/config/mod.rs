@@ -14,7 +14,7 @@ pub use common::{Common, DEV_DATABASE_PASSWORD, EXAMPLE_SIGNING_KEYS, MAX_LEEWAY
 pub use secret::{REDACTED, Secret};
 pub use sections::{
     DEV_SIGNING_KEY, DatabaseConfig, Environment, IdentityConfig, KafkaConfig, LogFormat, RedisConfig,
-    RetentionConfig, ServerConfig, TelemetryConfig,
+    RetentionConfig, ServerConfig, ServerTlsConfig, TelemetryConfig,
 };
 
 use figment::providers::{Format, Serialized, Toml};

@@ -46,6 +46,22 @@ pub struct ServerConfig {
     /// Time a request body has to arrive in full after its head; a slower client is cut off
     /// with `DEADLINE_EXCEEDED` so it cannot hold a handler (slow-loris).
     pub request_body_timeout_ms: u64,
+    /// Serve TLS (`[server.tls]`); unset serves plaintext (behind a mesh or a TLS-terminating
+    /// proxy, or on a developer's machine).
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// The server's certificate, and optionally the CA its clients' certificates must chain to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key of the leaf certificate.
+    pub key_file: std::path::PathBuf,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +78,7 @@ impl Default for ServerConfig {
             max_streams_per_connection: 200,
             max_streams_per_caller: 32,
             request_body_timeout_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -75,7 +92,21 @@ impl ServerConfig {
         positive(prefix, "readiness_interval_ms", self.readiness_interval_ms)?;
         positive(prefix, "max_streams_per_connection", u64::from(self.max_streams_per_connection))?;
         positive(prefix, "max_streams_per_caller", self.max_streams_per_caller as u64)?;
-        positive(prefix, "request_body_timeout_ms", self.request_body_timeout_ms)
+        positive(prefix, "request_body_timeout_ms", self.request_body_timeout_ms)?;
+        if let Some(tls) = &self.tls {
+            let files = [("cert_file", Some(&tls.cert_file)), ("key_file", Some(&tls.key_file))];
+            for (key, file) in files.into_iter().chain([("client_ca_file", tls.client_ca_file.as_ref())]) {
+                if let Some(file) = file
+                    && !file.is_file()
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.tls.{key}"),
+                        format!("{} is not a readable file", file.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -182,6 +213,8 @@ impl DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS (verified against
+    /// the system's roots).
     pub url: Secret,
 }
 
@@ -211,6 +244,14 @@ pub struct KafkaConfig {
     pub relay_max_backoff_ms: u64,
     /// How long one publish may wait for the broker before the round is retried.
     pub delivery_timeout_ms: u64,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (librdkafka's `security.protocol`).
+    pub security_protocol: String,
+    /// With SASL: `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.
+    pub sasl_mechanism: String,
+    pub sasl_username: String,
+    pub sasl_password: Secret,
+    /// PEM CA bundle that signed the brokers' certificates; unset uses the system's roots.
+    pub ssl_ca_location: Option<std::path::PathBuf>,
 }
 
 impl Default for KafkaConfig {
@@ -224,6 +265,11 @@ impl Default for KafkaConfig {
             relay_poll_ms: 1_000,
             relay_max_backoff_ms: 10_000,
             delivery_timeout_ms: 10_000,
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: "SCRAM-SHA-512".into(),
+            sasl_username: String::new(),
+            sasl_password: Secret::default(),
+            ssl_ca_location: None,
         }
     }
 }
@@ -250,7 +296,29 @@ impl KafkaConfig {
         positive(prefix, "topic_replication", self.topic_replication.max(0) as u64)?;
         positive(prefix, "relay_batch_size", self.relay_batch_size.max(0) as u64)?;
         positive(prefix, "relay_poll_ms", self.relay_poll_ms)?;
-        positive(prefix, "delivery_timeout_ms", self.delivery_timeout_ms)
+        positive(prefix, "delivery_timeout_ms", self.delivery_timeout_ms)?;
+        let protocol = self.security_protocol.as_str();
+        if !matches!(protocol, "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl") {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.security_protocol"),
+                "must be plaintext, ssl, sasl_plaintext or sasl_ssl",
+            ));
+        }
+        if protocol.starts_with("sasl") {
+            if !matches!(self.sasl_mechanism.as_str(), "SCRAM-SHA-512" | "SCRAM-SHA-256" | "PLAIN") {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.sasl_mechanism"),
+                    "must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN",
+                ));
+            }
+            if self.sasl_username.is_empty() || self.sasl_password.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.sasl_username"),
+                    "and sasl_password are required with a sasl_* security_protocol",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -82,6 +82,17 @@ impl Caller {
         self.kind == PrincipalKind::Service
     }
 
+    /// Who acted, as events and records name them: the user (noting the service when a
+    /// service acted for them), or the service on its own account.
+    pub fn actor(&self) -> codingagent_proto::codingagent::common::v1::Actor {
+        use codingagent_proto::codingagent::common::v1::Actor;
+        match (self.kind, &self.on_behalf_of) {
+            (PrincipalKind::User, _) => Actor::user(&self.subject),
+            (PrincipalKind::Service, Some(user)) => Actor::user_via(user, &self.subject),
+            (PrincipalKind::Service, None) => Actor::service(&self.subject),
+        }
+    }
+
     /// The user id, or `PERMISSION_DENIED` when the call carries no user at all.
     pub fn require_user(&self) -> Result<&str, tonic::Status> {
         self.user_id().ok_or_else(|| {
@@ -275,6 +286,11 @@ mod tests {
         assert_eq!(verified.user_id(), Some("bob"));
         assert!(verified.is_service());
         assert!(verified.is_operator(), "roles travel with the user");
+        // The user acted, through the service: events name bob, not orchestration.
+        let actor = verified.actor();
+        assert_eq!((actor.id.as_str(), actor.via.as_str()), ("bob", "orchestration"));
+        assert_eq!(Caller::service("llm").actor().id, "llm");
+        assert_eq!(Caller::user("alice").actor().via, "");
     }
 
     #[test]

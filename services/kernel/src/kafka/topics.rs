@@ -20,10 +20,22 @@ pub const LLM: &str = "codingagent.llm.v1";
 /// Classifications, feedback and model versions (classifier).
 pub const CLASSIFIER: &str = "codingagent.classifier.v1";
 
-/// Client settings shared by producers, consumers and the admin client.
+/// Client settings shared by producers, consumers and the admin client, security included.
 pub(crate) fn client_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.bootstrap_servers).set("client.id", client_id);
+    client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("client.id", client_id)
+        .set("security.protocol", &config.security_protocol);
+    if config.security_protocol.starts_with("sasl") {
+        client
+            .set("sasl.mechanism", &config.sasl_mechanism)
+            .set("sasl.username", &config.sasl_username)
+            .set("sasl.password", config.sasl_password.expose());
+    }
+    if let Some(ca) = &config.ssl_ca_location {
+        client.set("ssl.ca.location", ca.display().to_string());
+    }
     client
 }
 
@@ -48,4 +60,29 @@ pub async fn ensure(config: &KafkaConfig, names: &[&str]) -> Result<(), KafkaErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use rdkafka::producer::FutureProducer;
+
+    #[test]
+    fn sasl_over_tls_settings_reach_a_client_this_build_can_create() {
+        let config = KafkaConfig {
+            security_protocol: "sasl_ssl".into(),
+            sasl_username: "relay".into(),
+            sasl_password: Secret::new("s3cret"),
+            ..KafkaConfig::default()
+        };
+        let client = client_config(&config, "test");
+        assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(client.get("sasl.username"), Some("relay"));
+        // librdkafka refuses sasl_ssl at creation unless it was built with OpenSSL.
+        let created: Result<FutureProducer, _> = client.create();
+        assert!(created.is_ok(), "{:?}", created.err());
+        assert!(client_config(&KafkaConfig::default(), "t").get("sasl.username").is_none());
+    }
 }

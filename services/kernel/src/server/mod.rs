@@ -51,6 +51,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("server task ended abnormally: {0}")]
     Task(String),
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// Headers a browser must be allowed to read so grpc-web clients see statuses and details.
@@ -183,7 +185,11 @@ impl ServiceHost {
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(self.config.concurrency_limit));
 
         let stop_accepting = CancellationToken::new();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.config.tls {
+            builder = builder.tls_config(tls_config(tls)?).map_err(|e| ServeError::Tls(e.to_string()))?;
+        }
+        let server = builder
             .accept_http1(true)
             .max_concurrent_streams(Some(self.config.max_streams_per_connection))
             .http2_keepalive_interval(Some(Duration::from_secs(self.config.keepalive_interval_secs)))
@@ -246,6 +252,19 @@ async fn join_background(tasks: Vec<tokio::task::JoinHandle<()>>, grace: Duratio
     if tokio::time::timeout(grace, futures::future::join_all(tasks)).await.is_err() {
         tracing::warn!(grace_secs = grace.as_secs(), "background tasks did not stop in time");
     }
+}
+
+/// The server's TLS settings from the configured PEM files.
+fn tls_config(tls: &crate::config::ServerTlsConfig) -> Result<tonic::transport::ServerTlsConfig, ServeError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", path.display())))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
 }
 
 fn flatten(

@@ -2,7 +2,7 @@
 
 use codingagent_kernel::config::{IdentityConfig, ServerConfig};
 use codingagent_kernel::identity::{Caller, StaticToken, TokenMinter, caller};
-use codingagent_kernel::server::{DependencyCheck, ServiceHost};
+use codingagent_kernel::server::{Background, DependencyCheck, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
 use codingagent_kernel::{CancellationToken, error};
 use codingagent_testkit::pb::probe_service_client::ProbeServiceClient;
@@ -88,6 +88,15 @@ pub(crate) fn server_config() -> ServerConfig {
 
 impl TestServer {
     pub(crate) async fn start(config: ServerConfig, checks: Vec<DependencyCheck>) -> Self {
+        Self::start_with(config, checks, Vec::new()).await
+    }
+
+    /// A server that also runs `background` tasks under supervision.
+    pub(crate) async fn start_with(
+        config: ServerConfig,
+        checks: Vec<DependencyCheck>,
+        background: Vec<Background>,
+    ) -> Self {
         let identity = IdentityConfig::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -98,6 +107,7 @@ impl TestServer {
                 .descriptor_set(codingagent_testkit::pb::FILE_DESCRIPTOR_SET),
             ServiceHost::check,
         );
+        let host = background.into_iter().fold(host, ServiceHost::background);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(host.serve(listener, shutdown.clone()));
         Self { addr, shutdown, handle, identity }
@@ -105,6 +115,19 @@ impl TestServer {
 
     pub(crate) async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect")
+    }
+
+    /// The `/metrics` text.
+    pub(crate) async fn metrics_text(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        String::from_utf8_lossy(&response).into_owned()
     }
 
     pub(crate) fn token_for(&self, user: &str) -> String {

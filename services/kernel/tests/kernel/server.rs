@@ -240,3 +240,86 @@ async fn metrics_count_every_rpc_by_status() {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
 }
+
+/// A self-signed certificate for `localhost`, made with the openssl command line.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A leaf, not a CA: rustls refuses a CA certificate used as the server's own.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (cert, key)
+}
+
+#[tokio::test]
+async fn tls_serves_calls_and_refuses_plaintext() {
+    let dir = std::env::temp_dir().join(codingagent_testkit::unique_name("kernel-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed(&dir);
+    let tls = codingagent_kernel::config::ServerTlsConfig {
+        cert_file: cert.clone(),
+        key_file: key,
+        client_ca_file: None,
+    };
+    let server = TestServer::start(config::ServerConfig { tls: Some(tls), ..server_config() }, vec![]).await;
+
+    let ca = tonic::transport::Certificate::from_pem(std::fs::read(&cert).unwrap());
+    let channel = tonic::transport::Channel::from_shared(format!("https://localhost:{}", server.addr.port()))
+        .unwrap()
+        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(ca).domain_name("localhost"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let token = Some(server.token_for("alice"));
+    let mut client = codingagent_testkit::pb::probe_service_client::ProbeServiceClient::with_interceptor(
+        channel,
+        codingagent_kernel::identity::StaticToken::new(token),
+    );
+    let echoed = client.sleep(SleepRequest { millis: 0, payload: b"over tls".to_vec() }).await.unwrap();
+    assert_eq!(echoed.into_inner().payload, b"over tls");
+
+    // A plaintext client gets no answer from the TLS port.
+    let mut plain = server.client_as("alice").await;
+    assert!(plain.sleep(SleepRequest { millis: 0, payload: vec![] }).await.is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_required_background_task_that_keeps_failing_makes_the_service_not_serving() {
+    use codingagent_kernel::server::Background;
+    let running = Background::required("consumer", |stop| async move {
+        stop.cancelled().await;
+        Ok(())
+    });
+    let server = TestServer::start_with(server_config(), vec![], vec![running]).await;
+    wait_for_health(&server, "", ServingStatus::Serving).await;
+
+    let failing =
+        Background::required("consumer", |_stop| async { anyhow::bail!("broker refused the group") });
+    let server = TestServer::start_with(server_config(), vec![], vec![failing]).await;
+    wait_for_health(&server, "", ServingStatus::NotServing).await;
+    // It stays down: every restart fails again, and each is counted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(health(&server, "").await, ServingStatus::NotServing);
+    let metrics = server.metrics_text().await;
+    assert!(metrics.contains("codingagent_background_restarts_total{task=\"consumer\"}"), "{metrics}");
+}
