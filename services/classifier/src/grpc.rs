@@ -134,9 +134,14 @@ fn classification(
 
 impl Handlers {
     /// The response an earlier call with the same key recorded, looked up without holding a
-    /// connection afterwards (the mutation re-checks under the key's lock).
-    async fn replayed<M: prost::Message + Default>(&self, key: &idempotency::Key<'_>) -> Result<Option<M>> {
-        if key.request_id.is_empty() {
+    /// connection afterwards (the mutation re-checks under the key's lock). Nothing without a
+    /// `request_id`, and no transaction is begun for it.
+    async fn replayed<M: prost::Message + Default>(
+        &self,
+        key: &idempotency::Key<'_>,
+        request_id: &str,
+    ) -> Result<Option<M>> {
+        if request_id.is_empty() {
             return Ok(None);
         }
         let mut tx = self.engine.pool.begin().await?;
@@ -154,7 +159,7 @@ impl Handlers {
             });
         }
         let key = idempotency::Key::new(caller, "Classify", &request.request_id, &request);
-        if let Some(done) = self.replayed(&key).await? {
+        if let Some(done) = self.replayed(&key, &request.request_id).await? {
             return Ok(done);
         }
         // The cascade may wait seconds on the llm service: no connection is held meanwhile.
@@ -170,7 +175,7 @@ impl Handlers {
             classification: Some(classification.clone()),
         };
         let event = OutboxEvent::new(topics::CLASSIFIER, &classification.id, &event);
-        if key.request_id.is_empty() {
+        if request.request_id.is_empty() {
             // The hot path: the classification and its event are one statement, one round trip.
             let mut conn = self.engine.pool.acquire().await?;
             store::insert_classification(&mut conn, &classification, id, event).await?;
@@ -439,7 +444,7 @@ impl Handlers {
         }
         let key =
             idempotency::Key::new(caller, "Retrain", &request.request_id, &request);
-        if let Some(done) = self.replayed(&key).await? {
+        if let Some(done) = self.replayed(&key, &request.request_id).await? {
             return Ok(done);
         }
         let request = RetrainRequest {
