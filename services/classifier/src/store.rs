@@ -279,17 +279,22 @@ pub(crate) async fn snapshot_samples(pool: &PgPool, id: Uuid) -> Result<Vec<Samp
         .collect())
 }
 
-/// The latest correction of the classification made for `task_id`, if its owner gave one:
-/// a task's outcome sample uses the user's label over the classifier's.
+/// The latest correction of the classification made for `task_id`, if the task's owner gave
+/// one: a task's outcome sample uses the user's label over the classifier's. `task_id` on a
+/// classification is whatever its caller sent, so only classifications and corrections by
+/// the task's `owner` count; anyone else could otherwise label a stranger's task.
 pub(crate) async fn corrected_labels(
     conn: &mut PgConnection,
     task_id: &str,
+    owner: &str,
 ) -> Result<Option<(i16, i16)>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT f.corrected_task_type, f.corrected_complexity FROM classifications c \
-         JOIN feedback f ON f.classification_id = c.id WHERE c.task_id = $1 ORDER BY f.created_at DESC LIMIT 1",
+         JOIN feedback f ON f.classification_id = c.id AND f.owner = c.owner \
+         WHERE c.task_id = $1 AND c.owner = $2 ORDER BY f.created_at DESC, f.id DESC LIMIT 1",
     )
     .bind(task_id)
+    .bind(owner)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| (r.get(0), r.get(1))))

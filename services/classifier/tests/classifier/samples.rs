@@ -127,3 +127,58 @@ async fn task_outcomes_from_kafka_become_samples_exactly_once() {
     );
     classifier.stop().await;
 }
+
+/// Waits until the outcome samples of every text in `texts` exist; returns them in `texts`' order.
+async fn outcome_samples(classifier: &Classifier, texts: &[&str]) -> Vec<(String, i16, i16)> {
+    for _ in 0..300 {
+        let all = classifier.samples(OUTCOME).await;
+        let found: Vec<_> =
+            texts.iter().filter_map(|text| all.iter().find(|s| s.0 == *text).cloned()).collect();
+        if found.len() == texts.len() {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the outcome samples of {texts:?} never appeared");
+}
+
+#[tokio::test]
+async fn only_the_task_owners_correction_labels_its_outcome() {
+    let classifier = Classifier::plain().await;
+    let mut alice = classifier.user("alice").await;
+    let mut bob = classifier.user("bob").await;
+    let classify = |text: &str, task_id: &str| pb::ClassifyRequest {
+        text: text.into(),
+        task_id: task_id.into(),
+        ..Default::default()
+    };
+    let correct = |classification: pb::Classification, task_type: i32| pb::SubmitFeedbackRequest {
+        classification_id: classification.id,
+        corrected_task_type: task_type,
+        ..Default::default()
+    };
+    // Alice's task; bob classifies under its id (task_id is whatever a caller sends) and
+    // "corrects" his own classification, trying to label her task.
+    let theirs = uuid::Uuid::new_v4().to_string();
+    let theirs_text = format!("make the invoices page load faster for large customers ({theirs})");
+    alice.classify(classify(&theirs_text, &theirs)).await.unwrap();
+    let planted = bob.classify(classify(&theirs_text, &theirs)).await.unwrap().into_inner();
+    bob.submit_feedback(correct(planted.classification.unwrap(), 5)).await.unwrap();
+    // Alice's own correction of another task still counts.
+    let mine = uuid::Uuid::new_v4().to_string();
+    let mine_text = format!("bump the serde dependency to the latest release ({mine})");
+    let own = alice.classify(classify(&mine_text, &mine)).await.unwrap().into_inner();
+    alice.submit_feedback(correct(own.classification.unwrap(), 6)).await.unwrap();
+
+    for (task, text) in [(&theirs, &theirs_text), (&mine, &mine_text)] {
+        let done =
+            TaskSucceeded { task_id: task.clone(), summary: summary(text, 7, 2, 3, 3), ..Default::default() };
+        publish(task, &done).await;
+    }
+    assert_eq!(
+        outcome_samples(&classifier, &[&theirs_text, &mine_text]).await,
+        [(theirs_text.clone(), 7, 2), (mine_text.clone(), 6, 2)],
+        "bob's label did not reach alice's task; alice's own correction did"
+    );
+    classifier.stop().await;
+}
