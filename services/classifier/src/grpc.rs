@@ -242,6 +242,7 @@ impl Handlers {
             task_type: (pick(request.corrected_task_type, original.task_type) - 1).max(0) as usize,
             complexity: (pick(request.corrected_complexity, original.complexity) - 1).max(0) as usize,
             split: split_mark(&original.id, None),
+            weight: 1.0,
         };
         let feedback_id = Uuid::now_v7();
         let new = store::NewFeedback {

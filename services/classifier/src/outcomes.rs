@@ -69,8 +69,9 @@ impl EventHandler for TaskOutcomes {
             task_type: (task_type - 1) as usize,
             complexity: observed_complexity(&summary, succeeded, (classified_complexity - 1) as usize),
             split: split_mark(&task_id, None),
+            weight: 1.0,
         };
-        store::insert_sample(conn, store::OUTCOME, &task_id, None, &sample).await?;
+        store::insert_sample(conn, store::OUTCOME, &task_id, None, None, &sample).await?;
         Ok(())
     }
 }

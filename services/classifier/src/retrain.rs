@@ -96,10 +96,12 @@ async fn run_job(
         }
         None => {
             let mut conn = engine.pool.acquire().await.map_err(fail(None))?;
-            store::create_snapshot(&mut conn).await.map_err(fail(None))?.0
+            let cap = engine.config.training.feedback_per_user;
+            store::create_snapshot(&mut conn, cap).await.map_err(fail(None))?.0
         }
     };
-    let samples = store::snapshot_samples(&engine.pool, snapshot).await.map_err(fail(None))?;
+    let (mut samples, owners) = store::snapshot_samples(&engine.pool, snapshot).await.map_err(fail(None))?;
+    training::bound_shares(&mut samples, &owners, engine.config.training.feedback_user_share);
     let snapshot = Some((snapshot, samples.len() as i64));
     let minimum_total = engine.config.training.min_total_samples as usize;
     let mut short: Vec<(String, String)> = training::shortfalls(&samples, request.min_per_class)

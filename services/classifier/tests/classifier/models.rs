@@ -146,3 +146,70 @@ async fn retraining_needs_enough_samples_and_a_sane_request() {
     assert_eq!(none.code(), Code::NotFound, "nothing serves before the first model");
     classifier.stop().await;
 }
+
+#[tokio::test]
+async fn one_users_flood_of_feedback_is_capped_in_a_retrain() {
+    let (mut config, database) = config().await;
+    config.rate_limit_per_minute = 0;
+    config.training.min_total_samples = 20;
+    // Outcomes of other runs on the shared task topic may add a few samples of any label.
+    config.training.min_samples_floor = 1;
+    config.training.min_samples_per_class = 1;
+    config.training.feedback_per_user = 3;
+    config.training.epochs = 30;
+    let classifier = Classifier::start(config, database).await;
+    // Everyone else's data: 60 rows over three task types and three complexities.
+    sqlx::query(
+        "INSERT INTO classifier.samples (source, origin, text, task_type, complexity, split) \
+         SELECT 1, 'seed-' || g, 'request ' || g || ' about the ' || (ARRAY['login', 'parser', 'billing'])[g % 3 + 1] \
+         || ' module', g % 3 + 1, g % 3 + 1, (g % 10) / 10.0 + 0.05 FROM generate_series(1, 60) g",
+    )
+    .execute(&classifier.pool)
+    .await
+    .unwrap();
+    let correct_all = |user: &'static str, count: usize| {
+        let classifier = &classifier;
+        async move {
+            let mut client = classifier.user(user).await;
+            for i in 0..count {
+                let text = format!("{user} writes request {i} about the export module");
+                let request = pb::ClassifyRequest { text, disable_llm_stage: true, ..Default::default() };
+                let made = client.classify(request).await.unwrap().into_inner().classification.unwrap();
+                let feedback = pb::SubmitFeedbackRequest {
+                    classification_id: made.id,
+                    corrected_task_type: 5,
+                    corrected_complexity: 1,
+                    ..Default::default()
+                };
+                client.submit_feedback(feedback).await.unwrap();
+            }
+        }
+    };
+    correct_all("mallory", 12).await;
+    correct_all("alice", 2).await;
+
+    let mut ops = classifier.operator().await;
+    let request = pb::RetrainRequest { skip_promotion: true, ..Default::default() };
+    let job = ops.retrain(request).await.unwrap().into_inner().job.unwrap();
+    let feedback: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.text, count(*) FROM classifier.snapshot_samples x JOIN classifier.samples s ON s.id = x.sample_id \
+         WHERE x.snapshot_id = $1::uuid AND s.source = 2 GROUP BY s.text ORDER BY s.text",
+    )
+    .bind(&job.data_snapshot_id)
+    .fetch_all(&classifier.pool)
+    .await
+    .unwrap();
+    let texts: Vec<&str> = feedback.iter().map(|(text, _)| text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "alice writes request 0 about the export module",
+            "alice writes request 1 about the export module",
+            "mallory writes request 10 about the export module",
+            "mallory writes request 11 about the export module",
+            "mallory writes request 9 about the export module",
+        ],
+        "the newest three of mallory's twelve corrections and both of alice's"
+    );
+    classifier.stop().await;
+}
