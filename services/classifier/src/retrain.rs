@@ -38,6 +38,31 @@ fn evaluate_model(model: &ServingModel, held_out: &[&Sample]) -> std::result::Re
     training::evaluate(held_out, |text| model.probabilities(&extract(text)).map_err(|e| e.to_string()))
 }
 
+/// The model a candidate is compared with, and the verdict: `Err` says why the candidate may
+/// not serve. Only when nothing serves is there nothing to be worse than; a serving model that
+/// cannot be evaluated leaves the candidate unproven, so it is rejected rather than promoted
+/// blind.
+fn judge(
+    candidate: &Evaluation,
+    serving: Option<(String, std::result::Result<Evaluation, String>)>,
+    tolerance: f64,
+) -> (Option<(Uuid, Evaluation)>, std::result::Result<(), String>) {
+    let Some((version, evaluated)) = serving else { return (None, Ok(())) };
+    let Ok(id) = Uuid::parse_str(&version) else {
+        return (None, Err(format!("the serving model's version {version:?} is not a model id to compare with")));
+    };
+    match evaluated {
+        Ok(evaluation) => {
+            let verdict = training::no_worse(candidate, &evaluation, tolerance);
+            (Some((id, evaluation)), verdict)
+        }
+        Err(error) => (
+            None,
+            Err(format!("the serving model {id} could not be evaluated on the held-out samples: {error}")),
+        ),
+    }
+}
+
 /// Runs one training job to its end.
 pub(crate) async fn retrain(
     engine: &Engine,
@@ -136,16 +161,7 @@ async fn run_job(
     let (run, baseline) = computed;
     let artifact = write(&run.heads, &model_id.to_string());
 
-    let baseline = match baseline {
-        Some((id, Ok(evaluation))) => Uuid::parse_str(&id).ok().map(|id| (id, evaluation)),
-        _ => None,
-    };
-    let verdict = match &baseline {
-        Some((_, serving)) => {
-            training::no_worse(&run.candidate, serving, engine.config.training.promotion_tolerance)
-        }
-        None => Ok(()),
-    };
+    let (baseline, verdict) = judge(&run.candidate, baseline, engine.config.training.promotion_tolerance);
     let promote = verdict.is_ok() && !request.skip_promotion;
     let new = NewModel {
         id: model_id,
@@ -224,4 +240,36 @@ pub(crate) async fn bootstrap(engine: &Engine) -> anyhow::Result<()> {
     tx.commit().await?;
     tracing::info!(samples = added, model = %model.id, "bootstrapped the seed corpus and the shipped model");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::Probabilities;
+
+    fn evaluation() -> Evaluation {
+        let sample =
+            Sample { text: "fix the login test".into(), task_type: 0, complexity: 0, split: 0.1, weight: 1.0 };
+        let always_first = |_: &str| {
+            let first = |n: usize| (0..n).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
+            Ok::<_, String>(Probabilities { task_type: first(9), complexity: first(3) })
+        };
+        training::evaluate(&[&sample], always_first).unwrap()
+    }
+
+    #[test]
+    fn a_serving_model_that_cannot_be_evaluated_rejects_the_candidate() {
+        let candidate = evaluation();
+        let serving = Uuid::now_v7().to_string();
+        let (baseline, verdict) = judge(&candidate, Some((serving.clone(), Err("tract failed".into()))), 1e-9);
+        assert!(baseline.is_none());
+        let reason = verdict.unwrap_err();
+        assert!(reason.contains("could not be evaluated") && reason.contains("tract failed"), "{reason}");
+
+        let (baseline, verdict) = judge(&candidate, Some(("v1".into(), Ok(candidate.clone()))), 1e-9);
+        assert!(baseline.is_none() && verdict.is_err(), "a serving version that is no id proves nothing");
+        assert_eq!(judge(&candidate, None, 1e-9), (None, Ok(())), "nothing serves: nothing to be worse than");
+        let (baseline, verdict) = judge(&candidate, Some((serving.clone(), Ok(candidate.clone()))), 1e-9);
+        assert_eq!((baseline.map(|b| b.0.to_string()), verdict), (Some(serving), Ok(())));
+    }
 }
