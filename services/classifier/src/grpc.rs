@@ -443,23 +443,14 @@ impl Handlers {
         if !violations.is_empty() {
             return Err(ClassifierError::Invalid(violations));
         }
-        let key =
-            idempotency::Key::new(caller, "Retrain", &request.request_id, &request);
-        if let Some(done) = self.replayed(&key, &request.request_id).await? {
-            return Ok(done);
-        }
-        let request = RetrainRequest {
+        let key = idempotency::Key::new(caller, "Retrain", &request.request_id, &request);
+        let validated = RetrainRequest {
             snapshot,
             min_per_class: min_per_class as usize,
             holdout_fraction,
             skip_promotion: request.skip_promotion,
         };
-        let (job, candidate) = retrain::retrain(&self.engine, caller, request).await?;
-        let response = pb::RetrainResponse { job: Some(job), candidate };
-        let mut tx = self.engine.pool.begin().await?;
-        key.remember(&mut tx, &response).await?;
-        tx.commit().await?;
-        Ok(response)
+        retrain::retrain(&self.engine, caller, &key, validated).await
     }
 
     async fn stats(&self) -> Result<pb::GetTrainingStatsResponse> {

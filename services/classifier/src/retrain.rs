@@ -11,6 +11,7 @@ use crate::onnx::{ServingModel, write};
 use crate::registry::{self, JobEnd, NewModel};
 use crate::training::{self, Evaluation, Sample};
 use crate::{corpus, store};
+use codingagent_kernel::idempotency;
 use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::classifier::v1 as pb;
 use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
@@ -63,21 +64,45 @@ fn judge(
     }
 }
 
-/// Runs one training job to its end.
+/// The job a retried Retrain started, as it stands now (running or finished), with its
+/// candidate once there is one.
+async fn current(engine: &Engine, started: pb::RetrainResponse) -> Result<pb::RetrainResponse> {
+    let Some(job) = started.job.as_ref().and_then(|j| Uuid::parse_str(&j.id).ok()) else {
+        return Ok(started);
+    };
+    let mut conn = engine.pool.acquire().await?;
+    let Some(job) = registry::get_job(&mut conn, job).await? else { return Ok(started) };
+    let candidate = match Uuid::parse_str(&job.candidate_model_id) {
+        Ok(id) => registry::get_model(&mut conn, id).await?,
+        Err(_) => None,
+    };
+    Ok(pb::RetrainResponse { job: Some(job), candidate })
+}
+
+/// Runs one training job to its end. The idempotency `key` is recorded with the job row, in
+/// the transaction that starts the job, so a retry — while the job runs, after it ended, or
+/// after this process died mid-job — gets that job back instead of training again.
 pub(crate) async fn retrain(
     engine: &Engine,
     caller: &Caller,
+    key: &idempotency::Key<'_>,
     request: Request,
-) -> Result<(pb::TrainingJob, Option<pb::ClassifierModel>)> {
+) -> Result<pb::RetrainResponse> {
     let by = caller_actor(caller);
     let job_id = Uuid::now_v7();
-    if let Err(error) = registry::create_job(&engine.pool, job_id, &by).await {
-        // The unique index on active jobs refuses a second one.
-        if let Some(job) = registry::active_job(&engine.pool).await? {
-            return Err(ClassifierError::TrainingInProgress(job.to_string()));
-        }
-        return Err(error.into());
+    let mut tx = engine.pool.begin().await?;
+    if let Some(started) = key.replay::<pb::RetrainResponse>(&mut tx).await? {
+        drop(tx);
+        return current(engine, started).await;
     }
+    if !registry::create_job(&mut tx, job_id, &by).await? {
+        let active = registry::active_job(&mut tx).await?.map(|j| j.to_string()).unwrap_or_default();
+        return Err(ClassifierError::TrainingInProgress(active));
+    }
+    let job = registry::get_job(&mut tx, job_id).await?;
+    key.remember(&mut tx, &pb::RetrainResponse { job, candidate: None }).await?;
+    tx.commit().await?;
+
     let outcome = run_job(engine, job_id, &by, &request).await;
     let mut conn = engine.pool.acquire().await?;
     match outcome {
@@ -85,8 +110,8 @@ pub(crate) async fn retrain(
             if promoted && let Err(error) = engine.sync_serving().await {
                 tracing::error!(%error, "the promoted model does not load here; the previous one keeps serving");
             }
-            let job = registry::get_job(&mut conn, job_id).await?.unwrap_or_default();
-            Ok((job, Some(model)))
+            let job = registry::get_job(&mut conn, job_id).await?;
+            Ok(pb::RetrainResponse { job, candidate: Some(model) })
         }
         Err((snapshot, error)) => {
             let failure = match &error {

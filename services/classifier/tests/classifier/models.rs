@@ -148,6 +148,49 @@ async fn retraining_needs_enough_samples_and_a_sane_request() {
 }
 
 #[tokio::test]
+async fn a_retried_retrain_returns_its_job_and_trains_once() {
+    let (mut config, database) = config().await;
+    config.training.seed_on_start = true;
+    // Enough work on the seed corpus that the job is still running when the retry arrives.
+    config.training.epochs = 20;
+    let classifier = Classifier::start(config, database).await;
+    let mut ops = classifier.operator().await;
+    let request =
+        pb::RetrainRequest { request_id: "retrain-once".into(), skip_promotion: true, ..Default::default() };
+    let first = tokio::spawn({
+        let (mut ops, request) = (ops.clone(), request.clone());
+        async move { ops.retrain(request).await }
+    });
+    let running = loop {
+        let running: Option<String> =
+            sqlx::query_scalar("SELECT id::text FROM classifier.training_jobs WHERE state = 2")
+                .fetch_optional(&classifier.pool)
+                .await
+                .unwrap();
+        if let Some(id) = running {
+            break id;
+        }
+        assert!(!first.is_finished(), "the job ended before it was seen running: {:?}", first.await);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+
+    let during = ops.retrain(request.clone()).await.unwrap().into_inner().job.unwrap();
+    assert_eq!((during.id.as_str(), during.state), (running.as_str(), pb::TrainingJobState::Running as i32));
+    let finished = first.await.unwrap().unwrap().into_inner();
+    let job = finished.job.clone().unwrap();
+    assert_eq!((job.id.as_str(), job.state), (running.as_str(), pb::TrainingJobState::Succeeded as i32));
+    let after = ops.retrain(request).await.unwrap().into_inner();
+    assert_eq!(after, finished, "a retry after the job returns the finished job and its candidate");
+
+    let jobs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM classifier.training_jobs").fetch_one(&classifier.pool).await.unwrap();
+    let models: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM classifier.models").fetch_one(&classifier.pool).await.unwrap();
+    assert_eq!((jobs, models), (1, 2), "one job trained one candidate beside the shipped model");
+    classifier.stop().await;
+}
+
+#[tokio::test]
 async fn one_users_flood_of_feedback_is_capped_in_a_retrain() {
     let (mut config, database) = config().await;
     config.rate_limit_per_minute = 0;
