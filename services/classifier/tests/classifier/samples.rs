@@ -95,9 +95,11 @@ async fn task_outcomes_from_kafka_become_samples_exactly_once() {
     let classifier = Classifier::plain().await;
     let quick = uuid::Uuid::new_v4().to_string();
     let hard = uuid::Uuid::new_v4().to_string();
+    let marker = uuid::Uuid::new_v4().to_string();
     // The topic holds other runs' outcomes too; these texts are this run's.
     let rename = format!("rename the misleading helper in the billing module ({quick})");
     let sso = format!("add single sign-on with SAML to every service ({hard})");
+    let marked = format!("tidy up the changelog wording for the release ({marker})");
     let succeeded =
         TaskSucceeded { task_id: quick.clone(), summary: summary(&rename, 3, 2, 1, 1), ..Default::default() };
     publish(&quick, &succeeded).await;
@@ -105,23 +107,18 @@ async fn task_outcomes_from_kafka_become_samples_exactly_once() {
     let failed =
         TaskFailed { task_id: hard.clone(), summary: summary(&sso, 2, 2, 9, 14), ..Default::default() };
     publish(&hard, &failed).await;
+    // The sentinel: another task's outcome under the duplicate's key, so on its partition and
+    // after it. Once the sentinel's sample exists the duplicate has been handled.
+    let sentinel =
+        TaskSucceeded { task_id: marker.clone(), summary: summary(&marked, 5, 1, 1, 1), ..Default::default() };
+    publish(&quick, &sentinel).await;
+    outcome_samples(&classifier, &[&marked, &sso]).await;
 
-    let ours = || async {
-        let all = classifier.samples(OUTCOME).await;
-        let mut ours: Vec<_> = all.into_iter().filter(|s| s.0 == rename || s.0 == sso).collect();
-        ours.sort(); // the two tasks' events travel on different partitions
-        ours
-    };
-    for _ in 0..300 {
-        if ours().await.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    // Long enough for the duplicate to have been consumed too.
-    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let mut ours: Vec<_> =
+        classifier.samples(OUTCOME).await.into_iter().filter(|s| s.0 == rename || s.0 == sso).collect();
+    ours.sort(); // the two tasks' events travel on different partitions
     assert_eq!(
-        ours().await,
+        ours,
         [(sso.clone(), 2, 3), (rename.clone(), 3, 1)],
         "one sample per task: a quick one-file change was simple, a failed task at least as hard"
     );
