@@ -14,7 +14,7 @@ use crate::{registry, store};
 use codingagent_kernel::error::FieldViolation;
 use codingagent_kernel::identity::{Caller, caller};
 use codingagent_kernel::kafka::{OutboxEvent, enqueue, topics};
-use codingagent_kernel::{idempotency, pagination};
+use codingagent_kernel::{idempotency, pagination, validate};
 use codingagent_proto::codingagent::classifier::v1 as pb;
 use codingagent_proto::codingagent::classifier::v1::classifier_service_server::ClassifierService;
 use codingagent_proto::codingagent::common::v1::Language;
@@ -33,6 +33,15 @@ const MAX_LANGUAGES: usize = 20;
 const MAX_PATHS: usize = 200;
 const MAX_PATH_CHARS: usize = 1_024;
 const MAX_TASK_ID: usize = 128;
+const MAX_REPOSITORY_ID: usize = 256;
+
+/// `validate::text`'s violation of `value`, if any, into `violations`: NUL and other control
+/// characters are refused in every free-text field (NUL would fail the statement storing it).
+fn check_text(field: &str, value: &str, violations: &mut Vec<FieldViolation>) {
+    if let Err(violation) = validate::text(field, value) {
+        violations.push(violation);
+    }
+}
 
 /// The `ClassifierService` implementation.
 #[derive(Debug, Clone)]
@@ -62,12 +71,21 @@ fn check_repository(context: &pb::RepositoryContext, violations: &mut Vec<FieldV
             || path.chars().count() > MAX_PATH_CHARS
             || path.starts_with('/')
             || path.split(['/', '\\']).any(|segment| segment == "..");
+        let name = field(&format!("file_paths[{index}]"));
         if bad {
             violations.push(FieldViolation::new(
-                field(&format!("file_paths[{index}]")),
+                name,
                 format!("must be a relative path of 1 to {MAX_PATH_CHARS} characters without `..`"),
             ));
+        } else {
+            check_text(&name, path, violations);
         }
+    }
+    if context.repository_id.chars().count() > MAX_REPOSITORY_ID {
+        violations
+            .push(FieldViolation::new(field("repository_id"), format!("at most {MAX_REPOSITORY_ID} characters")));
+    } else {
+        check_text(&field("repository_id"), &context.repository_id, violations);
     }
     if context.size_bytes < 0 {
         violations.push(FieldViolation::new(field("size_bytes"), "must not be negative"));
@@ -85,12 +103,16 @@ fn check_classify(request: &pb::ClassifyRequest) -> Result<()> {
             "text",
             format!("must be {MIN_TEXT} to {MAX_TEXT} characters after trimming, not {chars}"),
         ));
+    } else {
+        check_text("text", &request.text, &mut violations);
     }
     if let Some(context) = &request.repository_context {
         check_repository(context, &mut violations);
     }
     if request.task_id.chars().count() > MAX_TASK_ID {
         violations.push(FieldViolation::new("task_id", format!("at most {MAX_TASK_ID} characters")));
+    } else {
+        check_text("task_id", &request.task_id, &mut violations);
     }
     if let Err(violation) = idempotency::validate("request_id", &request.request_id) {
         violations.push(violation);
@@ -219,6 +241,8 @@ impl Handlers {
         }
         if request.comment.chars().count() > MAX_COMMENT {
             violations.push(FieldViolation::new("comment", format!("at most {MAX_COMMENT} characters")));
+        } else {
+            check_text("comment", &request.comment, &mut violations);
         }
         if let Err(violation) = idempotency::validate("request_id", &request.request_id) {
             violations.push(violation);
@@ -492,6 +516,8 @@ fn check_reason(reason: &str, request_id: &str) -> Result<()> {
     let mut violations = Vec::new();
     if reason.chars().count() > MAX_REASON {
         violations.push(FieldViolation::new("reason", format!("at most {MAX_REASON} characters")));
+    } else {
+        check_text("reason", reason, &mut violations);
     }
     if let Err(violation) = idempotency::validate("request_id", request_id) {
         violations.push(violation);
