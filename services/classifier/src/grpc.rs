@@ -82,8 +82,10 @@ fn check_repository(context: &pb::RepositoryContext, violations: &mut Vec<FieldV
         }
     }
     if context.repository_id.chars().count() > MAX_REPOSITORY_ID {
-        violations
-            .push(FieldViolation::new(field("repository_id"), format!("at most {MAX_REPOSITORY_ID} characters")));
+        violations.push(FieldViolation::new(
+            field("repository_id"),
+            format!("at most {MAX_REPOSITORY_ID} characters"),
+        ));
     } else {
         check_text(&field("repository_id"), &context.repository_id, violations);
     }
@@ -251,8 +253,7 @@ impl Handlers {
             return Err(ClassifierError::Invalid(violations));
         };
 
-        let key =
-            idempotency::Key::new(caller, "SubmitFeedback", &request.request_id, &request);
+        let key = idempotency::Key::new(caller, "SubmitFeedback", &request.request_id, &request);
         let mut tx = self.engine.pool.begin().await?;
         if let Some(done) = key.replay::<pb::Feedback>(&mut tx).await? {
             return Ok(done);

@@ -50,7 +50,10 @@ fn judge(
 ) -> (Option<(Uuid, Evaluation)>, std::result::Result<(), String>) {
     let Some((version, evaluated)) = serving else { return (None, Ok(())) };
     let Ok(id) = Uuid::parse_str(&version) else {
-        return (None, Err(format!("the serving model's version {version:?} is not a model id to compare with")));
+        return (
+            None,
+            Err(format!("the serving model's version {version:?} is not a model id to compare with")),
+        );
     };
     match evaluated {
         Ok(evaluation) => {
@@ -273,8 +276,13 @@ mod tests {
     use crate::onnx::Probabilities;
 
     fn evaluation() -> Evaluation {
-        let sample =
-            Sample { text: "fix the login test".into(), task_type: 0, complexity: 0, split: 0.1, weight: 1.0 };
+        let sample = Sample {
+            text: "fix the login test".into(),
+            task_type: 0,
+            complexity: 0,
+            split: 0.1,
+            weight: 1.0,
+        };
         let always_first = |_: &str| {
             let first = |n: usize| (0..n).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
             Ok::<_, String>(Probabilities { task_type: first(9), complexity: first(3) })
@@ -286,7 +294,8 @@ mod tests {
     fn a_serving_model_that_cannot_be_evaluated_rejects_the_candidate() {
         let candidate = evaluation();
         let serving = Uuid::now_v7().to_string();
-        let (baseline, verdict) = judge(&candidate, Some((serving.clone(), Err("tract failed".into()))), 1e-9);
+        let (baseline, verdict) =
+            judge(&candidate, Some((serving.clone(), Err("tract failed".into()))), 1e-9);
         assert!(baseline.is_none());
         let reason = verdict.unwrap_err();
         assert!(reason.contains("could not be evaluated") && reason.contains("tract failed"), "{reason}");

@@ -182,10 +182,14 @@ async fn a_retried_retrain_returns_its_job_and_trains_once() {
     let after = ops.retrain(request).await.unwrap().into_inner();
     assert_eq!(after, finished, "a retry after the job returns the finished job and its candidate");
 
-    let jobs: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM classifier.training_jobs").fetch_one(&classifier.pool).await.unwrap();
-    let models: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM classifier.models").fetch_one(&classifier.pool).await.unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM classifier.training_jobs")
+        .fetch_one(&classifier.pool)
+        .await
+        .unwrap();
+    let models: i64 = sqlx::query_scalar("SELECT count(*) FROM classifier.models")
+        .fetch_one(&classifier.pool)
+        .await
+        .unwrap();
     assert_eq!((jobs, models), (1, 2), "one job trained one candidate beside the shipped model");
     classifier.stop().await;
 }

@@ -109,8 +109,11 @@ async fn task_outcomes_from_kafka_become_samples_exactly_once() {
     publish(&hard, &failed).await;
     // The sentinel: another task's outcome under the duplicate's key, so on its partition and
     // after it. Once the sentinel's sample exists the duplicate has been handled.
-    let sentinel =
-        TaskSucceeded { task_id: marker.clone(), summary: summary(&marked, 5, 1, 1, 1), ..Default::default() };
+    let sentinel = TaskSucceeded {
+        task_id: marker.clone(),
+        summary: summary(&marked, 5, 1, 1, 1),
+        ..Default::default()
+    };
     publish(&quick, &sentinel).await;
     outcome_samples(&classifier, &[&marked, &sso]).await;
 
