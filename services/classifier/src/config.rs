@@ -101,6 +101,12 @@ pub struct TrainingConfig {
     /// How far below the serving model's macro F1 a candidate may be and still count as no
     /// worse (float noise, not a quality allowance).
     pub promotion_tolerance: f64,
+    /// At most this many feedback samples of one user (the newest) enter a training run's
+    /// snapshot, so one user cannot flood a retrain.
+    pub feedback_per_user: u32,
+    /// One user's feedback samples together weigh at most this fraction of a run's samples
+    /// (each is weighted down when they would weigh more), in (0, 1].
+    pub feedback_user_share: f64,
 }
 
 impl Default for TrainingConfig {
@@ -112,6 +118,8 @@ impl Default for TrainingConfig {
             epochs: 300,
             seed_on_start: true,
             promotion_tolerance: 1e-9,
+            feedback_per_user: 200,
+            feedback_user_share: 0.02,
         }
     }
 }
@@ -137,6 +145,12 @@ impl ServiceConfig for Config {
             || self.training.min_samples_per_class < self.training.min_samples_floor
         {
             return invalid("training.min_samples_per_class", "must be at least min_samples_floor (≥ 1)");
+        }
+        if self.training.feedback_per_user == 0 {
+            return invalid("training.feedback_per_user", "must be positive");
+        }
+        if !(self.training.feedback_user_share > 0.0 && self.training.feedback_user_share <= 1.0) {
+            return invalid("training.feedback_user_share", "must be in (0, 1]");
         }
         if self.training.epochs == 0 {
             return invalid("training.epochs", "must be positive");
@@ -179,5 +193,8 @@ mod tests {
         let mut config = Config::default();
         config.training.min_samples_per_class = 2;
         assert!(config.validate().unwrap_err().to_string().contains("min_samples_per_class"));
+        let mut config = Config::default();
+        config.training.feedback_user_share = 0.0;
+        assert!(config.validate().unwrap_err().to_string().contains("feedback_user_share"));
     }
 }

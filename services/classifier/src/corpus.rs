@@ -88,6 +88,7 @@ impl Row {
             task_type: TASK_TYPES.iter().position(|t| *t == self.task_type).unwrap_or(TASK_TYPES.len() - 1),
             complexity: COMPLEXITIES.iter().position(|c| *c == self.complexity).unwrap_or(1),
             split: split_mark(&self.text, Some(self.split == "test")),
+            weight: 1.0,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! worse than the serving one on a fixed held-out split.
 
 pub mod cascade;
+mod classifications;
 pub mod config;
 mod convert;
 pub mod corpus;
@@ -13,9 +14,12 @@ mod engine;
 pub mod error;
 pub mod evaluation;
 pub mod features;
+mod feedback;
 mod grpc;
 pub mod heuristic;
+mod jobs;
 pub mod linear;
+mod models;
 pub mod onnx;
 mod outcomes;
 pub mod plan;
@@ -26,6 +30,7 @@ pub mod slot;
 mod store;
 pub mod train_command;
 pub mod training;
+mod validate;
 
 pub use config::Config;
 pub use retrain::SHIPPED_MODEL;

@@ -11,17 +11,18 @@ pub struct LinearModel {
     pub bias: Vec<f32>,
 }
 
-/// One training example: its non-zero features (hashed text features are mostly zero) and
-/// its class index.
+/// One training example: its non-zero features (hashed text features are mostly zero), its
+/// class index and how much it counts (1 for a whole example).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub features: Vec<(usize, f32)>,
     pub label: usize,
+    pub weight: f32,
 }
 
 impl Example {
     pub fn new(dense: &[f32], label: usize) -> Self {
-        Self { features: sparse(dense), label }
+        Self { features: sparse(dense), label, weight: 1.0 }
     }
 }
 
@@ -69,8 +70,9 @@ impl LinearModel {
         probabilities.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0))
     }
 
-    /// Fits the model to `examples`, weighting classes inversely to their frequency so rare
-    /// classes are not drowned out.
+    /// Fits the model to `examples`, weighting classes inversely to their (weighted) frequency
+    /// so rare classes are not drowned out, and each example by its own weight. With every
+    /// weight 1 the arithmetic is exactly the unweighted one.
     pub fn train(examples: &[Example], dimensions: usize, classes: usize, settings: Training) -> Self {
         Self::train_with_progress(examples, dimensions, classes, settings, &mut |_| {})
     }
@@ -87,15 +89,17 @@ impl LinearModel {
         if examples.is_empty() {
             return model;
         }
-        let mut counts = vec![0usize; classes];
+        let mut counts = vec![0.0_f32; classes];
         for example in examples {
-            counts[example.label] += 1;
+            counts[example.label] += example.weight;
         }
-        let class_weight: Vec<f32> = counts
-            .iter()
-            .map(|&c| if c == 0 { 0.0 } else { examples.len() as f32 / (classes as f32 * c as f32) })
-            .collect();
-        let total_weight: f32 = examples.iter().map(|e| class_weight[e.label]).sum();
+        let count: f32 = counts.iter().sum();
+        let class_weight: Vec<f32> =
+            counts.iter().map(|&c| if c <= 0.0 { 0.0 } else { count / (classes as f32 * c) }).collect();
+        let total_weight: f32 = examples.iter().map(|e| e.weight * class_weight[e.label]).sum();
+        if total_weight <= 0.0 {
+            return model;
+        }
         let mut velocity_w = vec![0.0_f32; dimensions * classes];
         let mut velocity_b = vec![0.0_f32; classes];
         let mut gradient_w = vec![0.0_f32; dimensions * classes];
@@ -113,7 +117,7 @@ impl LinearModel {
                     }
                 }
                 softmax(&mut logits);
-                let weight = class_weight[example.label] / total_weight;
+                let weight = example.weight * class_weight[example.label] / total_weight;
                 for (class, probability) in logits.iter().enumerate() {
                     let error = weight * (probability - if class == example.label { 1.0 } else { 0.0 });
                     gradient_b[class] += error;
@@ -191,6 +195,19 @@ mod tests {
         let (class, confidence) = model.predict(&[0.0, 0.0, 1.0, 0.0]);
         assert_eq!(class, 2, "the rare class is learned too");
         assert!(confidence > 0.8);
+    }
+
+    #[test]
+    fn an_example_counts_by_its_weight() {
+        let base = LinearModel::train(&toy(), 4, 3, Training { epochs: 20, ..Training::default() });
+        let mut with_ignored = toy();
+        with_ignored.push(Example { weight: 0.0, ..Example::new(&[5.0, 0.0, 0.0, 5.0], 2) });
+        let ignored = LinearModel::train(&with_ignored, 4, 3, Training { epochs: 20, ..Training::default() });
+        assert_eq!(ignored, base, "a weightless example changes nothing");
+        let mut with_counted = toy();
+        with_counted.push(Example::new(&[5.0, 0.0, 0.0, 5.0], 2));
+        let counted = LinearModel::train(&with_counted, 4, 3, Training { epochs: 20, ..Training::default() });
+        assert_ne!(counted, base);
     }
 
     #[test]

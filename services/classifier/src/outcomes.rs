@@ -2,10 +2,11 @@
 //! to be, which becomes a training sample (source OUTCOME) exactly once per task — the inbox
 //! drops redelivered events and the sample's origin is unique.
 //!
-//! The task type is the user's correction when they gave one, else the classification the
-//! task ran with. The complexity is read from the evidence: a change of one file and a few
-//! lines done in one iteration was simple, many files, many lines or many iterations were
-//! complex, and a failed task was at least one level harder than it was classified.
+//! The task type is the task owner's correction when they gave one (nobody else's), else the
+//! classification the task ran with. The complexity is read from the evidence: a change of
+//! one file and a few lines done in one iteration was simple, many files, many lines or many
+//! iterations were complex, and a failed task was at least one level harder than it was
+//! classified.
 
 use crate::corpus::split_mark;
 use crate::store;
@@ -53,7 +54,7 @@ impl EventHandler for TaskOutcomes {
             return Ok(());
         }
         let classification = summary.classification.clone().unwrap_or_default();
-        let corrected = store::corrected_labels(conn, &task_id).await?;
+        let corrected = store::corrected_labels(conn, &task_id, &summary.owner).await?;
         let pick = |corrected: Option<i16>, classified: i32| match corrected {
             Some(c) if c > 0 => i32::from(c),
             _ => classified,
@@ -68,8 +69,9 @@ impl EventHandler for TaskOutcomes {
             task_type: (task_type - 1) as usize,
             complexity: observed_complexity(&summary, succeeded, (classified_complexity - 1) as usize),
             split: split_mark(&task_id, None),
+            weight: 1.0,
         };
-        store::insert_sample(conn, store::OUTCOME, &task_id, None, &sample).await?;
+        store::insert_sample(conn, store::OUTCOME, &task_id, None, None, &sample).await?;
         Ok(())
     }
 }

@@ -217,23 +217,25 @@ pub(crate) async fn promoted_event(
     enqueue(conn, topics::CLASSIFIER, &model.id, &event).await.map(drop)
 }
 
-/// A training job row.
-pub(crate) async fn create_job(pool: &PgPool, id: Uuid, by: &Actor) -> Result<(), sqlx::Error> {
+/// A RUNNING training job row; `false` when another job is active (the unique index on active
+/// jobs refuses a second one without failing the transaction).
+pub(crate) async fn create_job(conn: &mut PgConnection, id: Uuid, by: &Actor) -> Result<bool, sqlx::Error> {
     sqlx::query(
-        "INSERT INTO training_jobs (id, state, requested_by_kind, requested_by) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO training_jobs (id, state, requested_by_kind, requested_by) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(id)
     .bind(pb::TrainingJobState::Running as i16)
     .bind(by.kind as i16)
     .bind(&by.id)
-    .execute(pool)
+    .execute(conn)
     .await
-    .map(drop)
+    .map(|done| done.rows_affected() == 1)
 }
 
-pub(crate) async fn active_job(pool: &PgPool) -> Result<Option<Uuid>, sqlx::Error> {
+pub(crate) async fn active_job(conn: &mut PgConnection) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM training_jobs WHERE state IN (1, 2) LIMIT 1")
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await
 }
 

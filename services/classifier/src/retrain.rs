@@ -11,6 +11,7 @@ use crate::onnx::{ServingModel, write};
 use crate::registry::{self, JobEnd, NewModel};
 use crate::training::{self, Evaluation, Sample};
 use crate::{corpus, store};
+use codingagent_kernel::idempotency;
 use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::classifier::v1 as pb;
 use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
@@ -38,21 +39,73 @@ fn evaluate_model(model: &ServingModel, held_out: &[&Sample]) -> std::result::Re
     training::evaluate(held_out, |text| model.probabilities(&extract(text)).map_err(|e| e.to_string()))
 }
 
-/// Runs one training job to its end.
+/// The model a candidate is compared with, and the verdict: `Err` says why the candidate may
+/// not serve. Only when nothing serves is there nothing to be worse than; a serving model that
+/// cannot be evaluated leaves the candidate unproven, so it is rejected rather than promoted
+/// blind.
+fn judge(
+    candidate: &Evaluation,
+    serving: Option<(String, std::result::Result<Evaluation, String>)>,
+    tolerance: f64,
+) -> (Option<(Uuid, Evaluation)>, std::result::Result<(), String>) {
+    let Some((version, evaluated)) = serving else { return (None, Ok(())) };
+    let Ok(id) = Uuid::parse_str(&version) else {
+        return (
+            None,
+            Err(format!("the serving model's version {version:?} is not a model id to compare with")),
+        );
+    };
+    match evaluated {
+        Ok(evaluation) => {
+            let verdict = training::no_worse(candidate, &evaluation, tolerance);
+            (Some((id, evaluation)), verdict)
+        }
+        Err(error) => (
+            None,
+            Err(format!("the serving model {id} could not be evaluated on the held-out samples: {error}")),
+        ),
+    }
+}
+
+/// The job a retried Retrain started, as it stands now (running or finished), with its
+/// candidate once there is one.
+async fn current(engine: &Engine, started: pb::RetrainResponse) -> Result<pb::RetrainResponse> {
+    let Some(job) = started.job.as_ref().and_then(|j| Uuid::parse_str(&j.id).ok()) else {
+        return Ok(started);
+    };
+    let mut conn = engine.pool.acquire().await?;
+    let Some(job) = registry::get_job(&mut conn, job).await? else { return Ok(started) };
+    let candidate = match Uuid::parse_str(&job.candidate_model_id) {
+        Ok(id) => registry::get_model(&mut conn, id).await?,
+        Err(_) => None,
+    };
+    Ok(pb::RetrainResponse { job: Some(job), candidate })
+}
+
+/// Runs one training job to its end. The idempotency `key` is recorded with the job row, in
+/// the transaction that starts the job, so a retry — while the job runs, after it ended, or
+/// after this process died mid-job — gets that job back instead of training again.
 pub(crate) async fn retrain(
     engine: &Engine,
     caller: &Caller,
+    key: &idempotency::Key<'_>,
     request: Request,
-) -> Result<(pb::TrainingJob, Option<pb::ClassifierModel>)> {
+) -> Result<pb::RetrainResponse> {
     let by = caller_actor(caller);
     let job_id = Uuid::now_v7();
-    if let Err(error) = registry::create_job(&engine.pool, job_id, &by).await {
-        // The unique index on active jobs refuses a second one.
-        if let Some(job) = registry::active_job(&engine.pool).await? {
-            return Err(ClassifierError::TrainingInProgress(job.to_string()));
-        }
-        return Err(error.into());
+    let mut tx = engine.pool.begin().await?;
+    if let Some(started) = key.replay::<pb::RetrainResponse>(&mut tx).await? {
+        drop(tx);
+        return current(engine, started).await;
     }
+    if !registry::create_job(&mut tx, job_id, &by).await? {
+        let active = registry::active_job(&mut tx).await?.map(|j| j.to_string()).unwrap_or_default();
+        return Err(ClassifierError::TrainingInProgress(active));
+    }
+    let job = registry::get_job(&mut tx, job_id).await?;
+    key.remember(&mut tx, &pb::RetrainResponse { job, candidate: None }).await?;
+    tx.commit().await?;
+
     let outcome = run_job(engine, job_id, &by, &request).await;
     let mut conn = engine.pool.acquire().await?;
     match outcome {
@@ -60,8 +113,8 @@ pub(crate) async fn retrain(
             if promoted && let Err(error) = engine.sync_serving().await {
                 tracing::error!(%error, "the promoted model does not load here; the previous one keeps serving");
             }
-            let job = registry::get_job(&mut conn, job_id).await?.unwrap_or_default();
-            Ok((job, Some(model)))
+            let job = registry::get_job(&mut conn, job_id).await?;
+            Ok(pb::RetrainResponse { job, candidate: Some(model) })
         }
         Err((snapshot, error)) => {
             let failure = match &error {
@@ -96,10 +149,12 @@ async fn run_job(
         }
         None => {
             let mut conn = engine.pool.acquire().await.map_err(fail(None))?;
-            store::create_snapshot(&mut conn).await.map_err(fail(None))?.0
+            let cap = engine.config.training.feedback_per_user;
+            store::create_snapshot(&mut conn, cap).await.map_err(fail(None))?.0
         }
     };
-    let samples = store::snapshot_samples(&engine.pool, snapshot).await.map_err(fail(None))?;
+    let (mut samples, owners) = store::snapshot_samples(&engine.pool, snapshot).await.map_err(fail(None))?;
+    training::bound_shares(&mut samples, &owners, engine.config.training.feedback_user_share);
     let snapshot = Some((snapshot, samples.len() as i64));
     let minimum_total = engine.config.training.min_total_samples as usize;
     let mut short: Vec<(String, String)> = training::shortfalls(&samples, request.min_per_class)
@@ -134,16 +189,7 @@ async fn run_job(
     let (run, baseline) = computed;
     let artifact = write(&run.heads, &model_id.to_string());
 
-    let baseline = match baseline {
-        Some((id, Ok(evaluation))) => Uuid::parse_str(&id).ok().map(|id| (id, evaluation)),
-        _ => None,
-    };
-    let verdict = match &baseline {
-        Some((_, serving)) => {
-            training::no_worse(&run.candidate, serving, engine.config.training.promotion_tolerance)
-        }
-        None => Ok(()),
-    };
+    let (baseline, verdict) = judge(&run.candidate, baseline, engine.config.training.promotion_tolerance);
     let promote = verdict.is_ok() && !request.skip_promotion;
     let new = NewModel {
         id: model_id,
@@ -222,4 +268,42 @@ pub(crate) async fn bootstrap(engine: &Engine) -> anyhow::Result<()> {
     tx.commit().await?;
     tracing::info!(samples = added, model = %model.id, "bootstrapped the seed corpus and the shipped model");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::Probabilities;
+
+    fn evaluation() -> Evaluation {
+        let sample = Sample {
+            text: "fix the login test".into(),
+            task_type: 0,
+            complexity: 0,
+            split: 0.1,
+            weight: 1.0,
+        };
+        let always_first = |_: &str| {
+            let first = |n: usize| (0..n).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
+            Ok::<_, String>(Probabilities { task_type: first(9), complexity: first(3) })
+        };
+        training::evaluate(&[&sample], always_first).unwrap()
+    }
+
+    #[test]
+    fn a_serving_model_that_cannot_be_evaluated_rejects_the_candidate() {
+        let candidate = evaluation();
+        let serving = Uuid::now_v7().to_string();
+        let (baseline, verdict) =
+            judge(&candidate, Some((serving.clone(), Err("tract failed".into()))), 1e-9);
+        assert!(baseline.is_none());
+        let reason = verdict.unwrap_err();
+        assert!(reason.contains("could not be evaluated") && reason.contains("tract failed"), "{reason}");
+
+        let (baseline, verdict) = judge(&candidate, Some(("v1".into(), Ok(candidate.clone()))), 1e-9);
+        assert!(baseline.is_none() && verdict.is_err(), "a serving version that is no id proves nothing");
+        assert_eq!(judge(&candidate, None, 1e-9), (None, Ok(())), "nothing serves: nothing to be worse than");
+        let (baseline, verdict) = judge(&candidate, Some((serving.clone(), Ok(candidate.clone()))), 1e-9);
+        assert_eq!((baseline.map(|b| b.0.to_string()), verdict), (Some(serving), Ok(())));
+    }
 }

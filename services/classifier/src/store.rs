@@ -106,17 +106,20 @@ pub(crate) async fn insert_feedback(
     .fetch_one(&mut *conn)
     .await?;
     let key = format!("classification:{}", feedback.classification_id);
-    insert_sample(conn, FEEDBACK, &feedback.id.to_string(), Some(&key), sample).await?;
+    let origin = feedback.id.to_string();
+    insert_sample(conn, FEEDBACK, &origin, Some(&key), Some(feedback.owner), sample).await?;
     Ok(created_at)
 }
 
 /// Adds a sample once per (source, origin); a repeat is ignored. With `supersede_key`, the
-/// current sample with that key is superseded first. Returns whether a sample was added.
+/// current sample with that key is superseded first. `owner` is the user whose correction it
+/// is, which bounds that user's part in a training run. Returns whether a sample was added.
 pub(crate) async fn insert_sample(
     conn: &mut PgConnection,
     source: i16,
     origin: &str,
     supersede_key: Option<&str>,
+    owner: Option<&str>,
     sample: &Sample,
 ) -> Result<bool, sqlx::Error> {
     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM samples WHERE source = $1 AND origin = $2")
@@ -136,12 +139,13 @@ pub(crate) async fn insert_sample(
         .await?;
     }
     let added = sqlx::query(
-        "INSERT INTO samples (source, origin, supersede_key, text, task_type, complexity, split) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source, origin) DO NOTHING",
+        "INSERT INTO samples (source, origin, supersede_key, owner, text, task_type, complexity, split) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (source, origin) DO NOTHING",
     )
     .bind(source)
     .bind(origin)
     .bind(supersede_key)
+    .bind(owner)
     .bind(&sample.text)
     .bind(sample.task_type as i16 + 1)
     .bind(sample.complexity as i16 + 1)
@@ -233,17 +237,26 @@ pub(crate) async fn samples_since(
     .await
 }
 
-/// Freezes the current samples as a snapshot; returns its id and size.
-pub(crate) async fn create_snapshot(conn: &mut PgConnection) -> Result<(Uuid, i64), sqlx::Error> {
+/// Freezes the current samples as a snapshot; returns its id and size. Of each user's feedback
+/// samples only the newest `feedback_per_user` enter, so one user cannot flood a run.
+pub(crate) async fn create_snapshot(
+    conn: &mut PgConnection,
+    feedback_per_user: u32,
+) -> Result<(Uuid, i64), sqlx::Error> {
     let id = Uuid::now_v7();
     sqlx::query("INSERT INTO snapshots (id, sample_count) VALUES ($1, 0)")
         .bind(id)
         .execute(&mut *conn)
         .await?;
     let count = sqlx::query(
-        "INSERT INTO snapshot_samples (snapshot_id, sample_id) SELECT $1, id FROM samples WHERE superseded_at IS NULL",
+        "INSERT INTO snapshot_samples (snapshot_id, sample_id) SELECT $1, id FROM ( \
+           SELECT id, source, row_number() OVER (PARTITION BY source, owner ORDER BY id DESC) AS newest \
+           FROM samples WHERE superseded_at IS NULL) current \
+         WHERE source <> $2 OR newest <= $3",
     )
     .bind(id)
+    .bind(FEEDBACK)
+    .bind(i64::from(feedback_per_user))
     .execute(&mut *conn)
     .await?
     .rows_affected() as i64;
@@ -259,37 +272,51 @@ pub(crate) async fn snapshot_exists(pool: &PgPool, id: Uuid) -> Result<bool, sql
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM snapshots WHERE id = $1)").bind(id).fetch_one(pool).await
 }
 
-/// The samples of a snapshot, in a fixed order so training is reproducible.
-pub(crate) async fn snapshot_samples(pool: &PgPool, id: Uuid) -> Result<Vec<Sample>, sqlx::Error> {
+/// The samples of a snapshot, in a fixed order so training is reproducible, each with the
+/// user whose feedback it is (`None` for other sources).
+pub(crate) async fn snapshot_samples(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<(Vec<Sample>, Vec<Option<String>>), sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT s.text, s.task_type, s.complexity, s.split FROM snapshot_samples x JOIN samples s ON s.id = x.sample_id \
-         WHERE x.snapshot_id = $1 ORDER BY s.id",
+        "SELECT s.text, s.task_type, s.complexity, s.split, CASE WHEN s.source = $2 THEN s.owner END AS owner \
+         FROM snapshot_samples x JOIN samples s ON s.id = x.sample_id WHERE x.snapshot_id = $1 ORDER BY s.id",
     )
     .bind(id)
+    .bind(FEEDBACK)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|row| Sample {
-            text: row.get("text"),
-            task_type: (row.get::<i16, _>("task_type") - 1).max(0) as usize,
-            complexity: (row.get::<i16, _>("complexity") - 1).max(0) as usize,
-            split: row.get("split"),
+        .map(|row| {
+            let sample = Sample {
+                text: row.get("text"),
+                task_type: (row.get::<i16, _>("task_type") - 1).max(0) as usize,
+                complexity: (row.get::<i16, _>("complexity") - 1).max(0) as usize,
+                split: row.get("split"),
+                weight: 1.0,
+            };
+            (sample, row.get("owner"))
         })
-        .collect())
+        .unzip())
 }
 
-/// The latest correction of the classification made for `task_id`, if its owner gave one:
-/// a task's outcome sample uses the user's label over the classifier's.
+/// The latest correction of the classification made for `task_id`, if the task's owner gave
+/// one: a task's outcome sample uses the user's label over the classifier's. `task_id` on a
+/// classification is whatever its caller sent, so only classifications and corrections by
+/// the task's `owner` count; anyone else could otherwise label a stranger's task.
 pub(crate) async fn corrected_labels(
     conn: &mut PgConnection,
     task_id: &str,
+    owner: &str,
 ) -> Result<Option<(i16, i16)>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT f.corrected_task_type, f.corrected_complexity FROM classifications c \
-         JOIN feedback f ON f.classification_id = c.id WHERE c.task_id = $1 ORDER BY f.created_at DESC LIMIT 1",
+         JOIN feedback f ON f.classification_id = c.id AND f.owner = c.owner \
+         WHERE c.task_id = $1 AND c.owner = $2 ORDER BY f.created_at DESC, f.id DESC LIMIT 1",
     )
     .bind(task_id)
+    .bind(owner)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| (r.get(0), r.get(1))))

@@ -21,6 +21,9 @@ pub struct Sample {
     /// A stable number in [0, 1); the sample is held out when it is below the run's holdout
     /// fraction. Stable per sample, so every run and every model is judged on the same set.
     pub split: f64,
+    /// How much the sample counts in fitting: 1, less when its user's feedback as a whole
+    /// would otherwise weigh more than its bounded share ([`bound_shares`]).
+    pub weight: f32,
 }
 
 /// Where a run is, for progress bars and job status.
@@ -81,7 +84,11 @@ pub fn fit(training: &[&Sample], settings: Training, progress: &mut dyn FnMut(Pr
         let examples: Vec<Example> = training
             .iter()
             .zip(&features)
-            .map(|(sample, features)| Example { features: features.clone(), label: label(sample) })
+            .map(|(sample, features)| Example {
+                features: features.clone(),
+                label: label(sample),
+                weight: sample.weight,
+            })
             .collect();
         LinearModel::train_with_progress(&examples, DIMENSIONS, classes, settings, &mut |epoch| {
             progress(Progress::Fitting { head: name, epoch, epochs: settings.epochs });
@@ -196,6 +203,22 @@ pub fn no_worse(candidate: &Evaluation, serving: &Evaluation, tolerance: f64) ->
     Ok(())
 }
 
+/// Bounds each user's share of a training set: the samples of one `owners` entry (`None`: no
+/// user's, e.g. seed rows) together weigh at most `share` × the number of samples, so one
+/// user's flood of corrections cannot outweigh everyone else. `owners` runs beside `samples`.
+pub fn bound_shares(samples: &mut [Sample], owners: &[Option<String>], share: f64) {
+    let mut per_user = std::collections::HashMap::<&str, usize>::new();
+    for owner in owners.iter().flatten() {
+        *per_user.entry(owner.as_str()).or_default() += 1;
+    }
+    let allowed = share * samples.len() as f64;
+    for (sample, owner) in samples.iter_mut().zip(owners) {
+        if let Some(count) = owner.as_deref().and_then(|o| per_user.get(o)) {
+            sample.weight = (allowed / *count as f64).min(1.0) as f32;
+        }
+    }
+}
+
 /// Labels with fewer than `minimum` samples: `(head, label, count)`. Labels with no samples
 /// at all are not short — a head simply never predicts what it never saw — unless nothing
 /// at all is there to train on.
@@ -224,7 +247,7 @@ mod tests {
     use super::*;
 
     fn sample(text: &str, task_type: usize, complexity: usize, split: f64) -> Sample {
-        Sample { text: text.into(), task_type, complexity, split }
+        Sample { text: text.into(), task_type, complexity, split, weight: 1.0 }
     }
 
     /// Requests of three kinds, with variations, a quarter held out.
@@ -287,6 +310,26 @@ mod tests {
         let mut worse_complexity = good.clone();
         worse_complexity.complexity = majority.complexity;
         assert!(no_worse(&worse_complexity, &good, 0.0).unwrap_err().starts_with("complexity"));
+    }
+
+    #[test]
+    fn one_users_samples_weigh_at_most_their_share() {
+        let mut all = samples();
+        let n = all.len();
+        let owners: Vec<Option<String>> = (0..n)
+            .map(|i| match i {
+                0..20 => Some("flood".to_owned()),
+                20..22 => Some("alice".to_owned()),
+                _ => None,
+            })
+            .collect();
+        bound_shares(&mut all, &owners, 0.1);
+        let weight = |who: Option<&str>| -> f32 {
+            all.iter().zip(&owners).filter(|(_, o)| o.as_deref() == who).map(|(s, _)| s.weight).sum()
+        };
+        assert!((weight(Some("flood")) - 0.1 * n as f32).abs() < 1e-4, "{}", weight(Some("flood")));
+        assert_eq!(weight(Some("alice")), 2.0, "a user within the share keeps full weight");
+        assert_eq!(weight(None), (n - 22) as f32, "samples of no user are untouched");
     }
 
     #[test]

@@ -233,3 +233,55 @@ async fn the_llm_stage_asks_the_llm_service_on_the_users_behalf() {
     llm_shutdown.cancel();
     llm_database.drop_database().await.unwrap();
 }
+
+#[tokio::test]
+async fn control_characters_in_free_text_are_invalid_arguments() {
+    let classifier = Classifier::plain().await;
+    let mut alice = classifier.user("alice").await;
+    let mut nul = request("fix the login\0 test that fails on CI");
+    nul.task_id = "task\0".into();
+    nul.repository_context = Some(pb::RepositoryContext {
+        file_paths: vec!["src/\0.rs".into()],
+        repository_id: "repo\u{2}".into(),
+        ..Default::default()
+    });
+    let status = alice.classify(nul).await.unwrap_err();
+    assert_eq!(
+        violations(&status),
+        ["text", "repository_context.file_paths[0]", "repository_context.repository_id", "task_id"]
+    );
+
+    let made = alice
+        .classify(request("fix the login test that fails on CI"))
+        .await
+        .unwrap()
+        .into_inner()
+        .classification
+        .unwrap();
+    let feedback = pb::SubmitFeedbackRequest {
+        classification_id: made.id,
+        corrected_task_type: 4,
+        comment: "a test\0".into(),
+        ..Default::default()
+    };
+    assert_eq!(violations(&alice.submit_feedback(feedback).await.unwrap_err()), ["comment"]);
+
+    let mut ops = classifier.operator().await;
+    let promote = pb::PromoteModelRequest {
+        model_id: uuid::Uuid::new_v4().to_string(),
+        reason: "because\0".into(),
+        ..Default::default()
+    };
+    assert_eq!(violations(&ops.promote_model(promote).await.unwrap_err()), ["reason"]);
+    let rollback = pb::RollbackModelRequest { reason: "\0".into(), ..Default::default() };
+    assert_eq!(violations(&ops.rollback_model(rollback).await.unwrap_err()), ["reason"]);
+
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM classifier.classifications) + (SELECT count(*) FROM classifier.feedback)",
+    )
+    .fetch_one(&classifier.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 1, "only the clean classification was stored");
+    classifier.stop().await;
+}

@@ -146,3 +146,117 @@ async fn retraining_needs_enough_samples_and_a_sane_request() {
     assert_eq!(none.code(), Code::NotFound, "nothing serves before the first model");
     classifier.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_retrain_returns_its_job_and_trains_once() {
+    let (mut config, database) = config().await;
+    config.training.seed_on_start = true;
+    // Enough work on the seed corpus that the job is still running when the retry arrives.
+    config.training.epochs = 20;
+    let classifier = Classifier::start(config, database).await;
+    let mut ops = classifier.operator().await;
+    let request =
+        pb::RetrainRequest { request_id: "retrain-once".into(), skip_promotion: true, ..Default::default() };
+    let first = tokio::spawn({
+        let (mut ops, request) = (ops.clone(), request.clone());
+        async move { ops.retrain(request).await }
+    });
+    let running = loop {
+        let running: Option<String> =
+            sqlx::query_scalar("SELECT id::text FROM classifier.training_jobs WHERE state = 2")
+                .fetch_optional(&classifier.pool)
+                .await
+                .unwrap();
+        if let Some(id) = running {
+            break id;
+        }
+        assert!(!first.is_finished(), "the job ended before it was seen running: {:?}", first.await);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+
+    let during = ops.retrain(request.clone()).await.unwrap().into_inner().job.unwrap();
+    assert_eq!((during.id.as_str(), during.state), (running.as_str(), pb::TrainingJobState::Running as i32));
+    let finished = first.await.unwrap().unwrap().into_inner();
+    let job = finished.job.clone().unwrap();
+    assert_eq!((job.id.as_str(), job.state), (running.as_str(), pb::TrainingJobState::Succeeded as i32));
+    let after = ops.retrain(request).await.unwrap().into_inner();
+    assert_eq!(after, finished, "a retry after the job returns the finished job and its candidate");
+
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM classifier.training_jobs")
+        .fetch_one(&classifier.pool)
+        .await
+        .unwrap();
+    let models: i64 = sqlx::query_scalar("SELECT count(*) FROM classifier.models")
+        .fetch_one(&classifier.pool)
+        .await
+        .unwrap();
+    assert_eq!((jobs, models), (1, 2), "one job trained one candidate beside the shipped model");
+    classifier.stop().await;
+}
+
+#[tokio::test]
+async fn one_users_flood_of_feedback_is_capped_in_a_retrain() {
+    let (mut config, database) = config().await;
+    config.rate_limit_per_minute = 0;
+    config.training.min_total_samples = 20;
+    // Outcomes of other runs on the shared task topic may add a few samples of any label.
+    config.training.min_samples_floor = 1;
+    config.training.min_samples_per_class = 1;
+    config.training.feedback_per_user = 3;
+    config.training.epochs = 30;
+    let classifier = Classifier::start(config, database).await;
+    // Everyone else's data: 60 rows over three task types and three complexities.
+    sqlx::query(
+        "INSERT INTO classifier.samples (source, origin, text, task_type, complexity, split) \
+         SELECT 1, 'seed-' || g, 'request ' || g || ' about the ' || (ARRAY['login', 'parser', 'billing'])[g % 3 + 1] \
+         || ' module', g % 3 + 1, g % 3 + 1, (g % 10) / 10.0 + 0.05 FROM generate_series(1, 60) g",
+    )
+    .execute(&classifier.pool)
+    .await
+    .unwrap();
+    let correct_all = |user: &'static str, count: usize| {
+        let classifier = &classifier;
+        async move {
+            let mut client = classifier.user(user).await;
+            for i in 0..count {
+                let text = format!("{user} writes request {i} about the export module");
+                let request = pb::ClassifyRequest { text, disable_llm_stage: true, ..Default::default() };
+                let made = client.classify(request).await.unwrap().into_inner().classification.unwrap();
+                let feedback = pb::SubmitFeedbackRequest {
+                    classification_id: made.id,
+                    corrected_task_type: 5,
+                    corrected_complexity: 1,
+                    ..Default::default()
+                };
+                client.submit_feedback(feedback).await.unwrap();
+            }
+        }
+    };
+    correct_all("mallory", 12).await;
+    correct_all("alice", 2).await;
+
+    let mut ops = classifier.operator().await;
+    let request = pb::RetrainRequest { skip_promotion: true, ..Default::default() };
+    let job = ops.retrain(request).await.unwrap().into_inner().job.unwrap();
+    let feedback: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.text, count(*) FROM classifier.snapshot_samples x JOIN classifier.samples s ON s.id = x.sample_id \
+         WHERE x.snapshot_id = $1::uuid AND s.source = 2 GROUP BY s.text ORDER BY s.text",
+    )
+    .bind(&job.data_snapshot_id)
+    .fetch_all(&classifier.pool)
+    .await
+    .unwrap();
+    let texts: Vec<&str> = feedback.iter().map(|(text, _)| text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "alice writes request 0 about the export module",
+            "alice writes request 1 about the export module",
+            "mallory writes request 10 about the export module",
+            "mallory writes request 11 about the export module",
+            "mallory writes request 9 about the export module",
+        ],
+        "the newest three of mallory's twelve corrections and both of alice's"
+    );
+    classifier.stop().await;
+}
