@@ -97,9 +97,10 @@ pub(crate) async fn update(
     request: pb::UpdateConversationRequest,
 ) -> Result<pb::UpdateConversationResponse> {
     let mut v = Violations::default();
-    let changes = request.conversation.unwrap_or_default();
+    // Borrowed, not moved: the idempotency key fingerprints the whole request below.
+    let changes = request.conversation.clone().unwrap_or_default();
     let id = v.id("conversation.id", &changes.id);
-    let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+    let paths = request.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
     if paths.is_empty() {
         v.add("update_mask", "name the fields to change: title, member_ids");
     }
