@@ -232,3 +232,40 @@ async fn the_cached_page_is_only_served_to_those_who_may_see_it() {
     );
     chat.stop().await;
 }
+
+#[tokio::test]
+async fn a_service_acting_for_a_user_posts_as_that_user_and_rights_follow_the_user() {
+    let chat = Chat::start().await;
+    let mut alice = chat.user("alice").await;
+    let id = conversation(&mut alice, "on behalf", &["bob"]).await.id;
+    let mut for_alice = chat.client_for(Caller::service_for("gateway", "alice", vec![])).await;
+    let mut for_bob = chat.client_for(Caller::service_for("gateway", "bob", vec![])).await;
+
+    let posted = post(&mut for_alice, &id, "sent through the gateway").await;
+    let author = posted.author.clone().unwrap();
+    assert_eq!(
+        (author.kind, author.id.as_str()),
+        (ActorKind::User as i32, "alice"),
+        "the author is the user the service acts for, not the service"
+    );
+
+    // Bob, through the same service, is only a member: he may neither edit nor delete it.
+    let edit = |text: &str| pb::EditMessageRequest {
+        message_id: posted.id.clone(),
+        text: text.into(),
+        request_id: String::new(),
+    };
+    let delete = pb::DeleteMessageRequest { message_id: posted.id.clone(), request_id: String::new() };
+    assert_eq!(for_bob.edit_message(edit("bob rewrites")).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(for_bob.delete_message(delete.clone()).await.unwrap_err().code(), Code::PermissionDenied);
+    // Alice may, directly or through the service.
+    alice.edit_message(edit("alice fixed a typo")).await.unwrap();
+    let tombstone = for_alice.delete_message(delete).await.unwrap().into_inner().message.unwrap();
+    assert!(tombstone.delete_time.is_some());
+
+    // Acting for a stranger gives no more than the stranger has.
+    let mut for_eve = chat.client_for(Caller::service_for("gateway", "eve", vec![])).await;
+    let intrude = pb::PostMessageRequest { conversation_id: id, text: "hi".into(), ..Default::default() };
+    assert_eq!(for_eve.post_message(intrude).await.unwrap_err().code(), Code::NotFound);
+    chat.stop().await;
+}
