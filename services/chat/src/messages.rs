@@ -8,11 +8,12 @@ use crate::convert::{actor, now};
 use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::store::{self, Change};
-use crate::validate::Violations;
+use crate::validate::{ChatChecks, MAX_TASK_ID};
 use codingagent_kernel::error::FieldViolation;
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::kafka::{enqueue, topics};
 use codingagent_kernel::pagination;
+use codingagent_kernel::validate::Violations;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use codingagent_proto::codingagent::events::v1 as events;
 use pb::conversation_event::Event;
@@ -27,7 +28,7 @@ pub(crate) async fn post(
 ) -> Result<pb::PostMessageResponse> {
     let mut v = Violations::default();
     let conversation_id = v.id("conversation_id", &request.conversation_id);
-    v.text("text", &request.text, !request.attachment_ids.is_empty());
+    v.message_text("text", &request.text, !request.attachment_ids.is_empty());
     if request.attachment_ids.len() > MAX_ATTACHMENTS {
         v.add("attachment_ids", format!("at most {MAX_ATTACHMENTS} attachments"));
     }
@@ -38,9 +39,7 @@ pub(crate) async fn post(
         .filter_map(|(index, raw)| v.id(&format!("attachment_ids[{index}]"), raw))
         .collect();
     let reply_to = v.optional_id("reply_to_message_id", &request.reply_to_message_id);
-    if request.task_id.chars().count() > 128 {
-        v.add("task_id", "at most 128 characters");
-    }
+    v.text("task_id", &request.task_id, MAX_TASK_ID);
     v.request_id(&request.request_id);
     v.finish()?;
     let id = conversation_id.unwrap_or_default();
@@ -211,7 +210,7 @@ pub(crate) async fn edit(
 ) -> Result<pb::EditMessageResponse> {
     let mut v = Violations::default();
     let id = v.id("message_id", &request.message_id);
-    v.text("text", &request.text, false);
+    v.message_text("text", &request.text, false);
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
