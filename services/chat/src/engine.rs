@@ -8,6 +8,7 @@ use crate::fanout::Fanout;
 use crate::presence::Presence;
 use crate::store;
 use codingagent_kernel::idempotency::Key;
+use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -27,6 +28,21 @@ pub(crate) struct Engine {
 pub(crate) struct Recorded {
     conversation: Uuid,
     event: pb::ConversationEvent,
+}
+
+/// The idempotency key of a durable change, which is also where a change made by a service on
+/// a user's behalf is logged: the contract's `Actor` names only the user (see
+/// [`crate::convert::actor`]), so the service in between is recorded here.
+pub(crate) fn key<'a>(
+    caller: &Caller,
+    method: &'a str,
+    request_id: &'a str,
+    request: &impl prost::Message,
+) -> Key<'a> {
+    if let (Some(service), Some(user)) = (crate::convert::via(caller), caller.user_id()) {
+        tracing::info!(service, user, method, "change made on a user's behalf");
+    }
+    Key::new(caller, method, request_id, request)
 }
 
 impl Engine {

@@ -36,6 +36,13 @@ impl ChatError {
     }
 }
 
+/// What the kernel's request validator found: `v.finish()?` in a handler.
+impl From<Vec<FieldViolation>> for ChatError {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Self::Invalid(violations)
+    }
+}
+
 impl From<Status> for ChatError {
     fn from(status: Status) -> Self {
         Self::Status(Box::new(status))

@@ -5,12 +5,14 @@
 use crate::attachments::{self, NewAttachment, object_path};
 use crate::engine::Engine;
 use crate::error::ChatError;
+use crate::http_status::http_status;
 use crate::store;
 use crate::upload::{self, Refusal};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use codingagent_kernel::error::{DbErrorKind, FieldViolation};
 use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use http::{HeaderValue, StatusCode, header};
@@ -35,32 +37,52 @@ pub(crate) fn routes(engine: Arc<Engine>) -> Router {
 
 fn error(status: StatusCode, reason: &str, message: impl Into<String>, field: Option<&str>) -> Response {
     let message = message.into();
+    let violations: Vec<_> = field.map(|f| FieldViolation::new(f, message.clone())).into_iter().collect();
+    body(status, reason, &message, &violations)
+}
+
+fn body(status: StatusCode, reason: &str, message: &str, violations: &[FieldViolation]) -> Response {
     let violations: Vec<_> =
-        field.map(|f| json!({ "field": f, "description": message.clone() })).into_iter().collect();
+        violations.iter().map(|v| json!({ "field": v.field, "description": v.description })).collect();
     let body = json!({ "error": { "status": status.as_u16(), "reason": reason, "message": message, "field_violations": violations } });
     (status, Json(body)).into_response()
 }
 
-fn from_chat(error_value: ChatError) -> Response {
-    match error_value {
-        ChatError::NotFound { kind, id } => {
-            error(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{kind} {id} not found"), None)
+/// A chat error as the routes answer it: the HTTP status from the one gRPC→HTTP table, the
+/// reason gRPC clients get in ErrorInfo, every field violation, and `Retry-After` when the
+/// error says when to retry.
+fn from_chat(failure: ChatError) -> Response {
+    let (reason, retry_after) = match &failure {
+        ChatError::Invalid(_) => ("INVALID_ARGUMENT", None),
+        ChatError::NotFound { .. } => ("NOT_FOUND", None),
+        ChatError::Denied(reason, _) | ChatError::FailedPrecondition(reason, _) => (*reason, None),
+        ChatError::OutOfRange(_) => ("OUT_OF_RANGE", None),
+        ChatError::RateLimited(_, retry) => ("RATE_LIMITED", Some(*retry)),
+        ChatError::Database(e) => match DbErrorKind::of(e) {
+            DbErrorKind::Unavailable => ("DATABASE_UNAVAILABLE", None),
+            DbErrorKind::Conflict => ("CONFLICT", None),
+            DbErrorKind::Cancelled => ("QUERY_CANCELLED", None),
+            _ => ("INTERNAL", None),
+        },
+        ChatError::Status(status) => {
+            (if status.code() == tonic::Code::Internal { "INTERNAL" } else { "ERROR" }, None)
         }
-        ChatError::Invalid(violations) => {
-            let first =
-                violations.first().map(|v| (v.field.clone(), v.description.clone())).unwrap_or_default();
-            error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", first.1, Some(&first.0))
-        }
-        other => {
-            let status = tonic::Status::from(other);
-            let code = match status.code() {
-                tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
-                tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            error(code, "ERROR", status.message(), None)
+    };
+    let violations = match &failure {
+        ChatError::Invalid(violations) => violations.clone(),
+        _ => Vec::new(),
+    };
+    // The conversion logs internal causes once and keeps them out of the message.
+    let status = tonic::Status::from(failure);
+    let code = http_status(status.code());
+    let mut response = body(code, reason, status.message(), &violations);
+    if let Some(retry) = retry_after {
+        let seconds = retry.as_millis().div_ceil(1000).to_string();
+        if let Ok(value) = HeaderValue::from_str(&seconds) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
     }
+    response
 }
 
 fn refused(refusal: Refusal) -> Response {
@@ -287,6 +309,38 @@ async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    async fn json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn errors_take_their_status_from_the_table_and_rate_limits_say_when_to_retry() {
+        let limited = from_chat(ChatError::RateLimited("slow down".into(), Duration::from_millis(1500)));
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "2", "whole seconds, rounded up");
+        assert_eq!(json(limited).await["error"]["reason"], "RATE_LIMITED");
+
+        let denied = from_chat(ChatError::Denied("OWNER_REQUIRED", "owners only".into()));
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+        assert_eq!(json(denied).await["error"]["reason"], "OWNER_REQUIRED");
+        let gone = from_chat(ChatError::FailedPrecondition("MESSAGE_DELETED", "deleted".into()));
+        assert_eq!(gone.status(), StatusCode::PRECONDITION_FAILED);
+        assert_eq!(from_chat(ChatError::OutOfRange("beyond".into())).status(), StatusCode::BAD_REQUEST);
+        let down = from_chat(ChatError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json(down).await["error"]["reason"], "DATABASE_UNAVAILABLE");
+
+        let invalid = from_chat(ChatError::Invalid(vec![
+            FieldViolation::new("a", "bad"),
+            FieldViolation::new("b", "worse"),
+        ]));
+        assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+        let fields = json(invalid).await["error"]["field_violations"].clone();
+        assert_eq!((fields[0]["field"].as_str(), fields[1]["field"].as_str()), (Some("a"), Some("b")));
+    }
 
     #[test]
     fn download_names_survive_any_characters() {

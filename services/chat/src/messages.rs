@@ -8,12 +8,12 @@ use crate::convert::{actor, now};
 use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::store::{self, Change};
-use crate::validate::Violations;
+use crate::validate::{ChatChecks, MAX_TASK_ID};
 use codingagent_kernel::error::FieldViolation;
-use codingagent_kernel::idempotency::Key;
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::kafka::{enqueue, topics};
 use codingagent_kernel::pagination;
+use codingagent_kernel::validate::Violations;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use codingagent_proto::codingagent::events::v1 as events;
 use pb::conversation_event::Event;
@@ -28,7 +28,7 @@ pub(crate) async fn post(
 ) -> Result<pb::PostMessageResponse> {
     let mut v = Violations::default();
     let conversation_id = v.id("conversation_id", &request.conversation_id);
-    v.text("text", &request.text, !request.attachment_ids.is_empty());
+    v.message_text("text", &request.text, !request.attachment_ids.is_empty());
     if request.attachment_ids.len() > MAX_ATTACHMENTS {
         v.add("attachment_ids", format!("at most {MAX_ATTACHMENTS} attachments"));
     }
@@ -39,14 +39,12 @@ pub(crate) async fn post(
         .filter_map(|(index, raw)| v.id(&format!("attachment_ids[{index}]"), raw))
         .collect();
     let reply_to = v.optional_id("reply_to_message_id", &request.reply_to_message_id);
-    if request.task_id.chars().count() > 128 {
-        v.add("task_id", "at most 128 characters");
-    }
+    v.text("task_id", &request.task_id, MAX_TASK_ID);
     v.request_id(&request.request_id);
     v.finish()?;
     let id = conversation_id.unwrap_or_default();
     let author = actor(caller);
-    let key = Key::new(caller, "PostMessage", &request.request_id, &request);
+    let key = crate::engine::key(caller, "PostMessage", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (conversation, _) = crate::access::find(&mut *tx, id, caller, true).await?;
@@ -212,11 +210,11 @@ pub(crate) async fn edit(
 ) -> Result<pb::EditMessageResponse> {
     let mut v = Violations::default();
     let id = v.id("message_id", &request.message_id);
-    v.text("text", &request.text, false);
+    v.message_text("text", &request.text, false);
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = Key::new(caller, "EditMessage", &request.request_id, &request);
+    let key = crate::engine::key(caller, "EditMessage", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (message, conversation, _) = target(caller, &mut *tx, id).await?;
@@ -262,7 +260,7 @@ pub(crate) async fn delete(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = Key::new(caller, "DeleteMessage", &request.request_id, &request);
+    let key = crate::engine::key(caller, "DeleteMessage", &request.request_id, &request);
     let mut orphaned = Vec::new();
     let response = engine
         .mutate(key, async |tx| {

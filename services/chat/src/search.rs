@@ -10,9 +10,10 @@ use crate::convert::to_chrono;
 use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::store;
-use crate::validate::{MAX_QUERY, Violations};
+use crate::validate::MAX_QUERY;
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::pagination;
+use codingagent_kernel::validate::Violations;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use sqlx::Row;
 use uuid::Uuid;
@@ -60,9 +61,10 @@ pub(crate) async fn search(
 ) -> Result<pb::SearchMessagesResponse> {
     let user = caller.require_user()?.to_owned();
     let mut v = Violations::default();
-    let chars = request.query.chars().count();
-    if request.query.trim().is_empty() || chars > MAX_QUERY {
+    if request.query.trim().is_empty() {
         v.add("query", format!("must be 1 to {MAX_QUERY} characters"));
+    } else {
+        v.text("query", &request.query, MAX_QUERY);
     }
     let conversation = v.optional_id("conversation_id", &request.conversation_id);
     let start = request.start_time.as_ref().map(to_chrono);

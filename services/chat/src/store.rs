@@ -194,6 +194,22 @@ pub(crate) async fn events_after(
         .collect()
 }
 
+/// Messages of conversation `id` by their ids, in no particular order.
+pub(crate) async fn messages_by_ids(
+    pool: &PgPool,
+    id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<pb::Message>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND id = ANY($2)"
+    ))
+    .bind(id)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(message).collect())
+}
+
 /// A message to insert.
 #[derive(Debug)]
 pub(crate) struct NewMessage<'a> {

@@ -4,6 +4,7 @@
 //! or below the last delivered seq are dropped, and one above it by more than one means
 //! pub/sub lost something, which is then read from PostgreSQL. A heartbeat on idle streams
 //! also reads anything newer, which covers a lost *last* event and Redis being down.
+//! Messages read back from the log are shown as they are now (see [`as_they_are_now`]).
 //! While the stream is open its caller is present in the conversation.
 
 use crate::access::role;
@@ -11,8 +12,8 @@ use crate::convert::{actor, now};
 use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::store;
-use crate::validate::Violations;
 use codingagent_kernel::identity::Caller;
+use codingagent_kernel::validate::Violations;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use codingagent_proto::codingagent::common::v1::Actor;
 use futures::Stream;
@@ -251,11 +252,53 @@ async fn still_visible(engine: &Engine, conversation: Uuid, caller: &Caller) -> 
 }
 
 /// Durable events after `after` from the database (up to one batch; a longer gap is read
-/// in further batches as the stream drains them).
+/// in further batches as the stream drains them), each message as it is now.
 async fn catch_up(
     engine: &Engine,
     conversation: Uuid,
     after: i64,
 ) -> Result<Vec<pb::ConversationEvent>, Status> {
-    store::events_after(&engine.pool, conversation, after, BATCH).await.map_err(|e| ChatError::from(e).into())
+    let read = async {
+        let mut events = store::events_after(&engine.pool, conversation, after, BATCH).await?;
+        as_they_are_now(&engine.pool, conversation, &mut events).await?;
+        Ok::<_, sqlx::Error>(events)
+    };
+    read.await.map_err(|e| ChatError::from(e).into())
+}
+
+/// The message a durable event carries, if any.
+fn carried(event: &mut pb::ConversationEvent) -> Option<&mut pb::Message> {
+    match event.event.as_mut()? {
+        Event::MessagePosted(m) | Event::MessageEdited(m) | Event::MessageDeleted(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The log keeps each message as it was when its event happened. A replay must not serve
+/// again what was since deleted or replaced (ListMessages does not), so every message it
+/// carries is swapped for the stored one: a tombstone for a deleted message, the current
+/// text and attachments for an edited one. Seqs and event kinds stay, and since events carry
+/// the whole message, a client applying them in order ends where ListMessages is.
+async fn as_they_are_now(
+    pool: &sqlx::PgPool,
+    conversation: Uuid,
+    events: &mut [pb::ConversationEvent],
+) -> Result<(), sqlx::Error> {
+    let mut ids: Vec<Uuid> =
+        events.iter_mut().filter_map(carried).filter_map(|m| Uuid::parse_str(&m.id).ok()).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut now = store::messages_by_ids(pool, conversation, &ids).await?;
+    crate::attachments::fill(pool, &mut now).await?;
+    let now: HashMap<String, pb::Message> = now.into_iter().map(|m| (m.id.clone(), m)).collect();
+    for message in events.iter_mut().filter_map(carried) {
+        // A message lives as long as its conversation and its log, so it is always found.
+        if let Some(current) = now.get(&message.id) {
+            *message = current.clone();
+        }
+    }
+    Ok(())
 }

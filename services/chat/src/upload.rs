@@ -125,6 +125,9 @@ pub(crate) fn filename(disposition: &[u8]) -> Result<String, Refusal> {
     if clean.chars().count() > MAX_FILENAME {
         return Err(invalid("the file name is longer than 255 characters"));
     }
+    // Sanitising removed every control character; the shared text rule still has the last
+    // word, so a name can never carry what other free text may not.
+    codingagent_kernel::validate::text("file", &clean).map_err(|v| invalid(&v.description))?;
     Ok(clean)
 }
 

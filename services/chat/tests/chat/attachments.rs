@@ -150,8 +150,12 @@ async fn bad_uploads_get_precise_statuses_and_store_nothing() {
         assert_eq!(status, expected, "{name}: {answer}");
         assert_eq!(answer["error"]["reason"], reason, "{name}: {answer}");
     }
-    let (status, _) = upload(&chat, "eve", &id, multipart(b"a.txt", None, b"hello")).await;
-    assert_eq!(status, 404, "a stranger cannot upload into the conversation");
+    let (status, answer) = upload(&chat, "eve", &id, multipart(b"a.txt", None, b"hello")).await;
+    assert_eq!(
+        (status, answer["error"]["reason"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "a stranger cannot upload into the conversation"
+    );
     let (status, answer) = upload(&chat, "alice", "not-an-id", multipart(b"a.txt", None, b"hello")).await;
     assert_eq!(
         (status, answer["error"]["field_violations"][0]["field"].as_str()),

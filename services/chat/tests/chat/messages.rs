@@ -232,3 +232,98 @@ async fn the_cached_page_is_only_served_to_those_who_may_see_it() {
     );
     chat.stop().await;
 }
+
+#[tokio::test]
+async fn a_service_acting_for_a_user_posts_as_that_user_and_rights_follow_the_user() {
+    let chat = Chat::start().await;
+    let mut alice = chat.user("alice").await;
+    let id = conversation(&mut alice, "on behalf", &["bob"]).await.id;
+    let mut for_alice = chat.client_for(Caller::service_for("gateway", "alice", vec![])).await;
+    let mut for_bob = chat.client_for(Caller::service_for("gateway", "bob", vec![])).await;
+
+    let posted = post(&mut for_alice, &id, "sent through the gateway").await;
+    let author = posted.author.clone().unwrap();
+    assert_eq!(
+        (author.kind, author.id.as_str()),
+        (ActorKind::User as i32, "alice"),
+        "the author is the user the service acts for, not the service"
+    );
+
+    // Bob, through the same service, is only a member: he may neither edit nor delete it.
+    let edit = |text: &str| pb::EditMessageRequest {
+        message_id: posted.id.clone(),
+        text: text.into(),
+        request_id: String::new(),
+    };
+    let delete = pb::DeleteMessageRequest { message_id: posted.id.clone(), request_id: String::new() };
+    assert_eq!(for_bob.edit_message(edit("bob rewrites")).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(for_bob.delete_message(delete.clone()).await.unwrap_err().code(), Code::PermissionDenied);
+    // Alice may, directly or through the service.
+    alice.edit_message(edit("alice fixed a typo")).await.unwrap();
+    let tombstone = for_alice.delete_message(delete).await.unwrap().into_inner().message.unwrap();
+    assert!(tombstone.delete_time.is_some());
+
+    // Acting for a stranger gives no more than the stranger has.
+    let mut for_eve = chat.client_for(Caller::service_for("gateway", "eve", vec![])).await;
+    let intrude = pb::PostMessageRequest { conversation_id: id, text: "hi".into(), ..Default::default() };
+    assert_eq!(for_eve.post_message(intrude).await.unwrap_err().code(), Code::NotFound);
+    chat.stop().await;
+}
+
+#[tokio::test]
+async fn nul_and_control_characters_are_refused_in_every_free_text_field() {
+    let chat = Chat::start().await;
+    let mut alice = chat.user("alice").await;
+    let id = conversation(&mut alice, "control characters", &[]).await.id;
+    let post_text = |text: &str| pb::PostMessageRequest {
+        conversation_id: id.clone(),
+        text: text.into(),
+        ..Default::default()
+    };
+    // NUL used to reach PostgreSQL and come back as INTERNAL.
+    assert_eq!(violations(&alice.post_message(post_text("before\0after")).await.unwrap_err()), ["text"]);
+    // U+0002/U+0003 are the search snippets' highlight marks: a message may not carry them.
+    let forged = post_text("plain \u{2}forged\u{3} highlight");
+    assert_eq!(violations(&alice.post_message(forged).await.unwrap_err()), ["text"]);
+    let task = pb::PostMessageRequest { task_id: "task\0".into(), ..post_text("fine") };
+    assert_eq!(violations(&alice.post_message(task).await.unwrap_err()), ["task_id"]);
+    // Tabs and line breaks are text.
+    let kept = post(&mut alice, &id, "line one\n\tline two\r\n").await;
+    let edit = pb::EditMessageRequest {
+        message_id: kept.id.clone(),
+        text: "bell\u{7}".into(),
+        request_id: String::new(),
+    };
+    assert_eq!(violations(&alice.edit_message(edit).await.unwrap_err()), ["text"]);
+
+    let create = pb::CreateConversationRequest {
+        title: "title\0".into(),
+        member_ids: vec!["bob".into(), "mallory\u{3}".into()],
+        request_id: String::new(),
+    };
+    assert_eq!(violations(&alice.create_conversation(create).await.unwrap_err()), ["title", "member_ids[1]"]);
+    let rename = pb::UpdateConversationRequest {
+        conversation: Some(pb::Conversation {
+            id: id.clone(),
+            title: "new\u{2}".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["title".into()] }),
+        request_id: String::new(),
+    };
+    assert_eq!(violations(&alice.update_conversation(rename).await.unwrap_err()), ["conversation.title"]);
+    let search = pb::SearchMessagesRequest { query: "forged\0".into(), ..Default::default() };
+    assert_eq!(violations(&alice.search_messages(search).await.unwrap_err()), ["query"]);
+
+    // Nothing was stored, so nothing can be found or highlighted.
+    let search = pb::SearchMessagesRequest { query: "forged".into(), ..Default::default() };
+    assert!(alice.search_messages(search).await.unwrap().into_inner().results.is_empty());
+    let listed = alice
+        .list_messages(pb::ListMessagesRequest { conversation_id: id, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(listed.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["line one\n\tline two\r\n"]);
+    chat.stop().await;
+}

@@ -257,3 +257,75 @@ async fn streams_of_a_replica_that_dies_lapse_and_the_survivors_report_them_offl
     assert_eq!(alice_listed(bob.clone()).await, (pb::PresenceState::Away as i32, 0));
     chat.stop().await;
 }
+
+/// The message an event carries, if any.
+fn carried(event: &pb::ConversationEvent) -> Option<&pb::Message> {
+    match event.event.as_ref()? {
+        Event::MessagePosted(m) | Event::MessageEdited(m) | Event::MessageDeleted(m) => Some(m),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_replay_shows_messages_as_they_are_now_to_old_and_new_members_alike() {
+    let chat = Chat::start().await;
+    let (mut alice, mut carol) = (chat.user("alice").await, chat.user("carol").await);
+    let id = conversation(&mut alice, "redacted", &["bob"]).await.id;
+    let secret = post(&mut alice, &id, "the deploy password is hunter2").await;
+    let draft = post(&mut alice, &id, "first draft of the plan").await;
+    let edit = pb::EditMessageRequest {
+        message_id: draft.id.clone(),
+        text: "final plan".into(),
+        request_id: String::new(),
+    };
+    alice.edit_message(edit).await.unwrap();
+    let delete = pb::DeleteMessageRequest { message_id: secret.id.clone(), request_id: String::new() };
+    alice.delete_message(delete).await.unwrap();
+    // Carol joins after all of that.
+    let add = pb::UpdateConversationRequest {
+        conversation: Some(pb::Conversation {
+            id: id.clone(),
+            member_ids: vec!["bob".into(), "carol".into()],
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["member_ids".into()] }),
+        request_id: String::new(),
+    };
+    alice.update_conversation(add).await.unwrap();
+    let listed = alice
+        .list_messages(pb::ListMessagesRequest { conversation_id: id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+
+    let mut resuming = carol.clone();
+    let readers = [
+        ("alice", &mut alice, 0, vec![1, 2, 3, 4, 5]),
+        ("carol", &mut carol, 0, vec![1, 2, 3, 4, 5]),
+        ("carol resuming", &mut resuming, 2, vec![3, 4, 5]),
+    ];
+    for (who, client, after_seq, seqs) in readers {
+        let mut stream = open(client, &id, after_seq).await;
+        let mut events = Vec::new();
+        while events.len() < seqs.len() {
+            events.push(next(&mut stream, is_durable).await);
+        }
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs, "{who}: every seq, in order");
+        for message in events.iter().filter_map(carried) {
+            // Whatever event carries it, a message is replayed as ListMessages shows it now:
+            // the deleted one as a tombstone, the edited one with its current text.
+            let now = listed.iter().find(|m| m.id == message.id).unwrap();
+            assert_eq!(message, now, "{who}");
+            assert!(
+                !message.text.contains("hunter2") && !message.text.contains("first draft"),
+                "{who}: {message:?}"
+            );
+        }
+        let tombstone = events.iter().filter_map(carried).find(|m| m.id == secret.id).unwrap();
+        assert!(tombstone.text.is_empty() && tombstone.delete_time.is_some(), "{who}: {tombstone:?}");
+        let edited = events.iter().filter_map(carried).find(|m| m.id == draft.id).unwrap();
+        assert_eq!(edited.text, "final plan", "{who}");
+    }
+    chat.stop().await;
+}
