@@ -1,7 +1,7 @@
 //! Conversation RPCs: create, get, list, update (title, members) and soft delete.
 
 use crate::access::{find, require_owner};
-use crate::convert::{actor, now, timestamp};
+use crate::convert::{now, timestamp};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::store::{self, Change};
@@ -36,7 +36,7 @@ pub(crate) async fn create(
                     .await?;
             let event = events::ConversationCreated {
                 conversation_id: created.proto.id.clone(),
-                actor: Some(actor(caller)),
+                actor: Some(caller.actor()),
                 occur_time: created.proto.create_time,
                 conversation: Some(created.proto.clone()),
             };
@@ -157,7 +157,7 @@ pub(crate) async fn delete(
         .mutate(key, async |tx| {
             let (current, _) = find(&mut *tx, id, caller, true).await?;
             require_owner(&current, caller)?;
-            let by = actor(caller);
+            let by = caller.actor();
             let seq = store::next_seq(&mut *tx, id, Change::Conversation).await?;
             let deleted = pb::ConversationDeletedEvent { actor: Some(by.clone()) };
             let recorded = engine

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::fanout::Fanout;
 use crate::presence::Presence;
 use crate::store;
-use codingagent_kernel::idempotency::Key;
+use codingagent_kernel::idempotency::{Key, mutate};
 use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use sqlx::{PgConnection, PgPool};
@@ -32,36 +32,30 @@ pub(crate) struct Recorded {
 
 /// The idempotency key of a durable change, which is also where a change made by a service on
 /// a user's behalf is logged: the contract's `Actor` names only the user (see
-/// [`crate::convert::actor`]), so the service in between is recorded here.
+/// [`crate::convert::participant`]), so the service in between is recorded here.
 pub(crate) fn key<'a>(
     caller: &Caller,
     method: &'a str,
     request_id: &'a str,
     request: &impl prost::Message,
 ) -> Key<'a> {
-    if let (Some(service), Some(user)) = (crate::convert::via(caller), caller.user_id()) {
-        tracing::info!(service, user, method, "change made on a user's behalf");
+    let actor = caller.actor();
+    if !actor.via.is_empty() {
+        tracing::info!(service = %actor.via, user = %actor.id, method, "change made on a user's behalf");
     }
     Key::new(caller, method, request_id, request)
 }
 
 impl Engine {
-    /// Runs one durable mutation in a transaction, idempotently: a retry with the same key
-    /// gets the first response; otherwise `act` runs, its response is remembered for retries,
-    /// the transaction commits, and the durable event `act` recorded (if any) is announced.
+    /// Runs one durable mutation through the kernel's idempotent [`mutate`], then announces
+    /// the durable event `act` recorded (if any) once it committed.
     pub(crate) async fn mutate<R: prost::Message + Default>(
         &self,
         key: Key<'_>,
         act: impl AsyncFnOnce(&mut PgConnection) -> Result<(R, Option<Recorded>)>,
     ) -> Result<R> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(done) = key.replay(&mut tx).await? {
-            return Ok(done);
-        }
-        let (response, recorded) = act(&mut tx).await?;
-        key.remember(&mut tx, &response).await?;
-        tx.commit().await?;
-        if let Some(recorded) = recorded {
+        let (response, recorded) = mutate(&self.pool, &key, act).await?;
+        if let Some(recorded) = recorded.flatten() {
             self.announce(recorded).await;
         }
         Ok(response)

@@ -2,7 +2,7 @@
 //! they are a few lines each.
 
 use crate::conversations::{self, visible};
-use crate::convert::{actor, now};
+use crate::convert::{now, participant};
 use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::stream::{self, EventStream};
@@ -41,7 +41,7 @@ impl Handlers {
         let id = v.id("conversation_id", &request.conversation_id);
         v.finish()?;
         let conversation = visible(&self.engine, caller, id.unwrap_or_default()).await?;
-        let who = actor(caller);
+        let who = participant(caller);
         if self.engine.presence.admit_typing(conversation.id, &who).await.is_err() {
             return Err(ChatError::RateLimited(
                 "at most one typing signal per second".into(),

@@ -5,7 +5,6 @@
 use crate::attachments::{self, NewAttachment, object_path};
 use crate::engine::Engine;
 use crate::error::ChatError;
-use crate::http_status::http_status;
 use crate::store;
 use crate::upload::{self, Refusal};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
@@ -13,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use codingagent_kernel::error::{DbErrorKind, FieldViolation};
+use codingagent_kernel::http_status::http_status;
 use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use http::{HeaderValue, StatusCode, header};

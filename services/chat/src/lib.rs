@@ -16,7 +16,6 @@ pub mod error;
 mod fanout;
 mod grpc;
 mod http;
-pub mod http_status;
 mod messages;
 mod presence;
 mod search;

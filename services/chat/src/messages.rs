@@ -4,7 +4,7 @@ use crate::access::{Role, is_author, role};
 use crate::attachments;
 use crate::cache::Source;
 use crate::conversations::visible;
-use crate::convert::{actor, now};
+use crate::convert::{now, participant};
 use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::store::{self, Change};
@@ -43,7 +43,7 @@ pub(crate) async fn post(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = conversation_id.unwrap_or_default();
-    let author = actor(caller);
+    let author = participant(caller);
     let key = crate::engine::key(caller, "PostMessage", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
@@ -83,7 +83,7 @@ pub(crate) async fn post(
             let recorded = engine.record(&mut *tx, id, seq, Event::MessagePosted(message.clone())).await?;
             let event = events::MessagePosted {
                 conversation_id: id.to_string(),
-                actor: Some(author),
+                actor: Some(caller.actor()),
                 occur_time: message.create_time,
                 message: Some(message.clone()),
                 conversation_owner: conversation.owner,
@@ -218,7 +218,7 @@ pub(crate) async fn edit(
     engine
         .mutate(key, async |tx| {
             let (message, conversation, _) = target(caller, &mut *tx, id).await?;
-            let by = actor(caller);
+            let by = caller.actor();
             if !is_author(message.author.as_ref(), &by) {
                 return Err(ChatError::Denied(
                     "AUTHOR_REQUIRED",
@@ -265,7 +265,7 @@ pub(crate) async fn delete(
     let response = engine
         .mutate(key, async |tx| {
             let (message, conversation, role) = target(caller, &mut *tx, id).await?;
-            let by = actor(caller);
+            let by = caller.actor();
             if !(is_author(message.author.as_ref(), &by) || role == Role::Owner) {
                 return Err(ChatError::Denied(
                     "AUTHOR_OR_OWNER_REQUIRED",

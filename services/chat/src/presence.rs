@@ -41,7 +41,7 @@ fn participant(actor: &Actor) -> String {
 /// The actor of a `chat:seen` member (`kind|id`; the id may itself contain `|`).
 fn parse_participant(member: &str) -> Option<Actor> {
     let (kind, id) = member.split_once('|')?;
-    Some(Actor { kind: kind.parse().ok()?, id: id.to_owned() })
+    Some(Actor { kind: kind.parse().ok()?, id: id.to_owned(), via: String::new() })
 }
 
 fn timestamp_ms(ms: i64) -> prost_types::Timestamp {
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn participants_round_trip_even_with_separators_in_ids() {
-        let actor = Actor { kind: 1, id: "alice|admin".into() };
+        let actor = Actor { kind: 1, id: "alice|admin".into(), via: String::new() };
         assert_eq!(parse_participant(&participant(&actor)), Some(actor));
         assert_eq!(parse_participant("no separator"), None);
         assert_eq!(timestamp_ms(1_500).seconds, 1);

@@ -58,7 +58,11 @@ pub(crate) fn message(row: &PgRow) -> pb::Message {
         id: row.get::<Uuid, _>("id").to_string(),
         conversation_id: row.get::<Uuid, _>("conversation_id").to_string(),
         seq: row.get("seq"),
-        author: Some(Actor { kind: i32::from(row.get::<i16, _>("author_kind")), id: row.get("author_id") }),
+        author: Some(Actor {
+            kind: i32::from(row.get::<i16, _>("author_kind")),
+            id: row.get("author_id"),
+            via: String::new(),
+        }),
         text: row.get("text"),
         create_time: Some(timestamp(row.get("created_at"))),
         update_time: Some(timestamp(row.get("updated_at"))),

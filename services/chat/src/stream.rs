@@ -8,7 +8,7 @@
 //! While the stream is open its caller is present in the conversation.
 
 use crate::access::role;
-use crate::convert::{actor, now};
+use crate::convert::{now, participant};
 use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::store;
@@ -130,7 +130,7 @@ fn follow(
 ) -> impl Stream<Item = Result<pb::StreamConversationResponse, Status>> {
     async_stream::try_stream! {
         let mut live = engine.fanout.subscribe(conversation);
-        let guard = PresenceGuard { engine: engine.clone(), conversation, actor: actor(&caller), connection: Uuid::new_v4() };
+        let guard = PresenceGuard { engine: engine.clone(), conversation, actor: participant(&caller), connection: Uuid::new_v4() };
         match engine.presence.join(conversation, &guard.actor, guard.connection).await {
             Ok((count, _)) => announce_presence(&engine, conversation, &guard.actor, count).await,
             Err(error) => tracing::warn!(%error, "presence unavailable; the stream goes on without it"),

@@ -2,7 +2,7 @@
 //! plan; GetClassification shows the caller's own, with the latest correction.
 
 use crate::cascade::Decision;
-use crate::convert::{self, caller_actor, timestamp};
+use crate::convert::{self, timestamp};
 use crate::engine::Engine;
 use crate::error::{ClassifierError, Result};
 use crate::features::FEATURE_VERSION;
@@ -173,7 +173,7 @@ pub(crate) async fn classify(
     classification.duration = Some(convert::duration(started.elapsed()));
     let event = events::ClassificationMade {
         classification_id: classification.id.clone(),
-        actor: Some(caller_actor(caller)),
+        actor: Some(caller.actor()),
         occur_time: classification.create_time,
         classification: Some(classification.clone()),
     };

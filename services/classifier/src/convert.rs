@@ -3,28 +3,14 @@
 use crate::cascade::{Decision, Stage, StageRun};
 use crate::evaluation::Report;
 use crate::training::Evaluation;
-use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::classifier::v1 as pb;
-use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
-use std::time::Duration;
+use codingagent_proto::codingagent::common::v1::Actor;
 
-pub(crate) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
-}
+pub(crate) use codingagent_proto::helpers::{duration, timestamp};
 
-pub(crate) fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
-}
-
+/// An actor as stored (kind and id columns).
 pub(crate) fn actor(kind: i16, id: String) -> Actor {
-    Actor { kind: i32::from(kind), id }
-}
-
-pub(crate) fn caller_actor(caller: &Caller) -> Actor {
-    Actor {
-        kind: if caller.is_service() { ActorKind::Service } else { ActorKind::User } as i32,
-        id: caller.subject.clone(),
-    }
+    Actor { kind: i32::from(kind), id, via: String::new() }
 }
 
 /// The contract's enum number for a task-type or complexity index (the contract is 1-based).

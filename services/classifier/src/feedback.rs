@@ -1,7 +1,7 @@
 //! Feedback: a user's correction of their own classification becomes a training sample (the
 //! latest correction of a classification replaces the earlier one's) and an event.
 
-use crate::convert::{caller_actor, timestamp};
+use crate::convert::timestamp;
 use crate::corpus::split_mark;
 use crate::engine::Engine;
 use crate::error::{ClassifierError, Result};
@@ -95,7 +95,7 @@ pub(crate) async fn submit(
     };
     let event = events::FeedbackSubmitted {
         classification_id: original.id.clone(),
-        actor: Some(caller_actor(caller)),
+        actor: Some(caller.actor()),
         occur_time: feedback.create_time,
         feedback: Some(feedback.clone()),
         original_task_type: original.task_type,

@@ -2,7 +2,6 @@
 //! one serves (promote, rollback). Every replica follows the registry (ADR 0007); the replica
 //! that made the change swaps at once.
 
-use crate::convert::caller_actor;
 use crate::engine::Engine;
 use crate::error::{ClassifierError, Result};
 use crate::registry;
@@ -109,7 +108,7 @@ async fn swap_to(
             format!("model {id} cannot serve in this build: {error}"),
         ));
     }
-    let by = caller_actor(caller);
+    let by = caller.actor();
     let (model, previous) = registry::promote(tx, id, &by).await?;
     if rollback {
         let event = events::ClassifierModelRolledBack {

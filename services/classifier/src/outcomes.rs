@@ -12,7 +12,8 @@ use crate::corpus::split_mark;
 use crate::store;
 use crate::training::Sample;
 use codingagent_kernel::kafka::{EventHandler, HandlerError, ReceivedEvent};
-use codingagent_proto::codingagent::events::v1::{TaskExecutionSummary, TaskFailed, TaskSucceeded};
+use codingagent_proto::codingagent::events::v1::TaskExecutionSummary;
+use codingagent_proto::helpers::TaskOutcome;
 use sqlx::PgConnection;
 
 #[derive(Debug, Clone, Copy)]
@@ -39,14 +40,11 @@ pub(crate) fn observed_complexity(
 
 impl EventHandler for TaskOutcomes {
     async fn handle(&self, conn: &mut PgConnection, event: &ReceivedEvent) -> Result<(), HandlerError> {
-        let (task_id, summary, succeeded) = if event.is::<TaskSucceeded>() {
-            let e: TaskSucceeded = event.decode()?;
-            (e.task_id, e.summary, true)
-        } else if event.is::<TaskFailed>() {
-            let e: TaskFailed = event.decode()?;
-            (e.task_id, e.summary, false)
-        } else {
-            return Ok(()); // other task events say nothing about what the task was
+        // Other task events say nothing about what the task was.
+        let Some(TaskOutcome { task_id, succeeded, summary }) =
+            TaskOutcome::decode(&event.event_type, &event.payload).map_err(HandlerError::permanent)?
+        else {
+            return Ok(());
         };
         let Some(summary) = summary else { return Ok(()) };
         let text = summary.text.trim();

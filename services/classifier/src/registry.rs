@@ -47,9 +47,8 @@ fn model(row: &PgRow) -> pb::ClassifierModel {
         rejection_reason: row.get("rejection_reason"),
         promote_time: time("promoted_at"),
         retire_time: time("retired_at"),
-        promoted_by: row.get::<Option<i16>, _>("promoted_by_kind").map(|kind| Actor {
-            kind: i32::from(kind),
-            id: row.get::<Option<String>, _>("promoted_by").unwrap_or_default(),
+        promoted_by: row.get::<Option<i16>, _>("promoted_by_kind").map(|kind| {
+            crate::convert::actor(kind, row.get::<Option<String>, _>("promoted_by").unwrap_or_default())
         }),
     }
 }

@@ -2,7 +2,7 @@
 //! the same held-out samples, register, promote when no worse — and the first start's
 //! bootstrap from the shipped corpus and model.
 
-use crate::convert::{caller_actor, metrics};
+use crate::convert::metrics;
 use crate::engine::Engine;
 use crate::error::{ClassifierError, Result};
 use crate::features::{FEATURE_VERSION, extract};
@@ -14,7 +14,7 @@ use crate::{corpus, store};
 use codingagent_kernel::idempotency;
 use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::classifier::v1 as pb;
-use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
+use codingagent_proto::codingagent::common::v1::Actor;
 use uuid::Uuid;
 
 /// The model shipped with CodingAgent, trained from the seed corpus by `codingagent
@@ -31,7 +31,7 @@ pub(crate) struct Request {
 }
 
 fn service_actor() -> Actor {
-    Actor { kind: ActorKind::Service as i32, id: "classifier".into() }
+    Actor::service("classifier")
 }
 
 /// Evaluates `model` on `held_out`.
@@ -91,7 +91,7 @@ pub(crate) async fn retrain(
     key: &idempotency::Key<'_>,
     request: Request,
 ) -> Result<pb::RetrainResponse> {
-    let by = caller_actor(caller);
+    let by = caller.actor();
     let job_id = Uuid::now_v7();
     let mut tx = engine.pool.begin().await?;
     if let Some(started) = key.replay::<pb::RetrainResponse>(&mut tx).await? {

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod http_status;
 pub mod idempotency;
 pub mod identity;
 pub mod kafka;

@@ -64,15 +64,10 @@ impl Chat {
             codingagent_chat::serve(serving, tokio::net::TcpListener::from_std(listener)?, stop).await
         });
         let chat = Self { addr, config, shutdown, handle, database };
-        // The port accepts connections before migrations are done; wait until it answers.
-        let mut probe = chat.user("probe").await;
-        for _ in 0..600 {
-            if probe.list_conversations(pb::ListConversationsRequest::default()).await.is_ok() {
-                return chat;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("chat did not answer");
+        // The port accepts connections before migrations are done and the dependencies
+        // answer; health says when the service is ready.
+        codingagent_testkit::wait_until_serving(chat.addr).await;
+        chat
     }
 
     /// A second replica on the same database and Redis.

@@ -2,8 +2,7 @@
 //! over plain HTTP next to its gRPC API, so an error means the same on both. It follows
 //! `google.rpc.Code`'s documented HTTP mapping, except FAILED_PRECONDITION, which is 412
 //! here: the request's premise no longer holds (the resource changed state), not a client
-//! mistake in the request itself. Depends on nothing but `tonic` and `http`, so it can move
-//! to the kernel unchanged.
+//! mistake in the request itself.
 
 use http::StatusCode;
 use tonic::Code;
