@@ -1,38 +1,29 @@
 //! The chat service's configuration (`CODINGAGENT_CHAT__…`, `deploy/config/chat.example.toml`).
 
-use codingagent_kernel::config::{
-    Common, ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, Secret, ServerConfig,
-    ServiceConfig, TelemetryConfig,
-};
+use codingagent_kernel::config::{ConfigError, Secret};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub telemetry: TelemetryConfig,
-    pub database: DatabaseConfig,
-    pub redis: RedisConfig,
-    pub kafka: KafkaConfig,
-    pub identity: IdentityConfig,
-    /// Days a deleted conversation is kept before it is purged.
-    pub retention_days: u32,
-    /// How often the purge job runs.
-    pub purge_interval_secs: u64,
-    /// Messages kept per conversation in the Redis cache of recent history.
-    pub cached_messages: usize,
-    /// Lifetime of a cache entry that no write refreshed; bounds Redis memory.
-    pub cache_ttl_secs: u64,
-    /// Seconds a typing signal lasts unless renewed.
-    pub typing_ttl_secs: u64,
-    /// Seconds a stream's presence lasts without renewal (a replica that dies mid-stream
-    /// leaves nobody online for longer than this).
-    pub presence_ttl_secs: u64,
-    /// Seconds between heartbeats on an idle stream; each also checks for missed events.
-    pub heartbeat_secs: u64,
-    pub attachments: AttachmentsConfig,
+codingagent_kernel::service_config! {
+    /// The chat service's settings.
+    pub struct Config("CHAT", port 50_055) {
+        /// Days a deleted conversation is kept before it is purged.
+        pub retention_days: u32 = 30,
+        /// How often the purge job runs.
+        pub purge_interval_secs: u64 = 3_600,
+        /// Messages kept per conversation in the Redis cache of recent history.
+        pub cached_messages: usize = 100,
+        /// Lifetime of a cache entry that no write refreshed; bounds Redis memory.
+        pub cache_ttl_secs: u64 = 3_600,
+        /// Seconds a typing signal lasts unless renewed.
+        pub typing_ttl_secs: u64 = 5,
+        /// Seconds a stream's presence lasts without renewal (a replica that dies mid-stream
+        /// leaves nobody online for longer than this).
+        pub presence_ttl_secs: u64 = 30,
+        /// Seconds between heartbeats on an idle stream; each also checks for missed events.
+        pub heartbeat_secs: u64 = 15,
+        pub attachments: AttachmentsConfig = AttachmentsConfig::default(),
+    }
 }
 
 /// Where attachment bytes live.
@@ -83,41 +74,9 @@ pub struct S3Config {
     pub allow_http: bool,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig {
-                listen_addr: SocketAddr::from(([127, 0, 0, 1], 50_055)),
-                ..ServerConfig::default()
-            },
-            telemetry: TelemetryConfig::default(),
-            database: DatabaseConfig::default(),
-            redis: RedisConfig::default(),
-            kafka: KafkaConfig::default(),
-            identity: IdentityConfig::default(),
-            retention_days: 30,
-            purge_interval_secs: 3_600,
-            cached_messages: 100,
-            cache_ttl_secs: 3_600,
-            typing_ttl_secs: 5,
-            presence_ttl_secs: 30,
-            heartbeat_secs: 15,
-            attachments: AttachmentsConfig::default(),
-        }
-    }
-}
-
-impl ServiceConfig for Config {
-    const ENV_NAME: &'static str = "CHAT";
-
-    fn common(&self) -> Common<'_> {
-        Common::service(&self.server, &self.telemetry, &self.identity)
-            .database(&self.database)
-            .redis(&self.redis)
-            .kafka(&self.kafka)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
+impl Config {
+    /// The chat service's own rules; the kernel checks the shared sections.
+    fn check(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("purge_interval_secs", self.purge_interval_secs),
             ("cache_ttl_secs", self.cache_ttl_secs),

@@ -1,54 +1,23 @@
 //! The classifier service's configuration (`CODINGAGENT_CLASSIFIER__…`,
 //! `deploy/config/classifier.example.toml`).
 
-use codingagent_kernel::config::{
-    Common, ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, ServerConfig,
-    ServiceConfig, TelemetryConfig,
-};
+use codingagent_kernel::config::ConfigError;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub telemetry: TelemetryConfig,
-    pub database: DatabaseConfig,
-    pub redis: RedisConfig,
-    pub kafka: KafkaConfig,
-    pub identity: IdentityConfig,
-    pub cascade: CascadeConfig,
-    pub llm: LlmStageConfig,
-    pub training: TrainingConfig,
-    /// Classify calls per caller per minute, shared by all replicas through Redis; 0 disables
-    /// the limit.
-    pub rate_limit_per_minute: u32,
-    /// Consumer group turning task outcomes into samples; replicas share it.
-    pub task_outcomes_group: String,
-    /// How often a replica checks which model serves, to hot-swap after a promotion or
-    /// rollback made on another replica.
-    pub model_poll_ms: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig {
-                listen_addr: SocketAddr::from(([127, 0, 0, 1], 50_054)),
-                ..ServerConfig::default()
-            },
-            telemetry: TelemetryConfig::default(),
-            database: DatabaseConfig::default(),
-            redis: RedisConfig::default(),
-            kafka: KafkaConfig::default(),
-            identity: IdentityConfig::default(),
-            cascade: CascadeConfig::default(),
-            llm: LlmStageConfig::default(),
-            training: TrainingConfig::default(),
-            rate_limit_per_minute: 100,
-            task_outcomes_group: "classifier-task-outcomes".into(),
-            model_poll_ms: 2_000,
-        }
+codingagent_kernel::service_config! {
+    /// The classifier service's settings.
+    pub struct Config("CLASSIFIER", port 50_054) {
+        pub cascade: CascadeConfig = CascadeConfig::default(),
+        pub llm: LlmStageConfig = LlmStageConfig::default(),
+        pub training: TrainingConfig = TrainingConfig::default(),
+        /// Classify calls per caller per minute, shared by all replicas through Redis; 0
+        /// disables the limit.
+        pub rate_limit_per_minute: u32 = 100,
+        /// Consumer group turning task outcomes into samples; replicas share it.
+        pub task_outcomes_group: String = "classifier-task-outcomes".into(),
+        /// How often a replica checks which model serves, to hot-swap after a promotion or
+        /// rollback made on another replica.
+        pub model_poll_ms: u64 = 2_000,
     }
 }
 
@@ -124,17 +93,9 @@ impl Default for TrainingConfig {
     }
 }
 
-impl ServiceConfig for Config {
-    const ENV_NAME: &'static str = "CLASSIFIER";
-
-    fn common(&self) -> Common<'_> {
-        Common::service(&self.server, &self.telemetry, &self.identity)
-            .database(&self.database)
-            .redis(&self.redis)
-            .kafka(&self.kafka)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
+impl Config {
+    /// The classifier's own rules; the kernel checks the shared sections.
+    fn check(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| Err(ConfigError::invalid(key, reason));
         if !(0.0..=2.0).contains(&self.cascade.heuristic_threshold)
             || !(0.0..=2.0).contains(&self.cascade.model_threshold)

@@ -28,6 +28,37 @@ fn identity(c: &mut Criterion) {
     c.bench_function("identity/mint", |b| b.iter(|| minter.mint(black_box(&caller)).unwrap()));
 }
 
+/// What the frame adds to every mutation (the request fingerprint) and to every server stream
+/// (taking and freeing the caller's stream slot); goal < 5 µs each.
+fn frame(c: &mut Criterion) {
+    use codingagent_kernel::idempotency::Key;
+    use codingagent_kernel::server::{MethodTable, StreamLimitLayer};
+    use tower::{Layer, Service, ServiceExt};
+    // The caller's clone is part of the measured cost: the layer reads it from extensions.
+    let caller = Caller::service_for("chat", "alice", Vec::new());
+    let request = SleepRequest { millis: 0, payload: vec![7; 1024] };
+    c.bench_function("idempotency/key_with_fingerprint_1kib", |b| {
+        b.iter(|| Key::new(black_box(&caller), "PostMessage", "0191d7a4-0000-7000-8000-000000000001", black_box(&request)))
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let methods = std::sync::Arc::new(MethodTable::new(&[], &[]));
+    let inner = tower::service_fn(|_request: http::Request<tonic::body::Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+    });
+    let mut limited = StreamLimitLayer::new(methods, 32).layer(inner);
+    c.bench_function("limits/stream_slot_take_and_free", |b| {
+        b.iter(|| {
+            let mut request = http::Request::new(tonic::body::Body::empty());
+            *request.uri_mut() = http::Uri::from_static("/grpc.health.v1.Health/Watch");
+            request.extensions_mut().insert(caller.clone());
+            let response = runtime.block_on(async { limited.ready().await.unwrap().call(request).await.unwrap() });
+            // Dropping the response body frees the slot, as a finished stream does.
+            drop(black_box(response));
+        })
+    });
+}
+
 fn statuses(c: &mut Criterion) {
     c.bench_function("error/invalid_argument_two_fields", |b| {
         b.iter(|| {
@@ -123,5 +154,5 @@ async fn enqueue_batch(pool: &sqlx::PgPool, topic: &str) {
     tx.commit().await.unwrap();
 }
 
-criterion_group!(benches, identity, statuses, unary_rpc, outbox_relay);
+criterion_group!(benches, identity, frame, statuses, unary_rpc, outbox_relay);
 criterion_main!(benches);

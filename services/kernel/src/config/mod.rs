@@ -7,6 +7,7 @@
 //! misspelt key fails start-up with its name instead of being silently ignored.
 
 mod common;
+mod declare;
 mod secret;
 mod sections;
 
