@@ -171,11 +171,18 @@ pub struct BudgetConfig {
     pub default_user_monthly_tokens: i64,
     /// Monthly tokens per cloud provider when none was set; 0 means unlimited.
     pub default_provider_monthly_tokens: i64,
+    /// Output tokens a generation without `max_tokens` reserves against budgets while it runs
+    /// (its real usage is charged when it ends).
+    pub default_reserved_output_tokens: i64,
 }
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { default_user_monthly_tokens: 2_000_000, default_provider_monthly_tokens: 0 }
+        Self {
+            default_user_monthly_tokens: 2_000_000,
+            default_provider_monthly_tokens: 0,
+            default_reserved_output_tokens: 1_024,
+        }
     }
 }
 
@@ -235,6 +242,12 @@ impl ServiceConfig for Config {
         }
         if !(0.0..=1.0).contains(&self.routing.exploration_rate) {
             return Err(ConfigError::invalid("routing.exploration_rate", "must be between 0 and 1"));
+        }
+        if self.budgets.default_reserved_output_tokens < 0 {
+            return Err(ConfigError::invalid(
+                "budgets.default_reserved_output_tokens",
+                "must not be negative",
+            ));
         }
         if self.routing.registry_sync_secs == 0 {
             return Err(ConfigError::invalid("routing.registry_sync_secs", "must be greater than zero"));

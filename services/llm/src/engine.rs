@@ -6,6 +6,7 @@
 //! the call is recorded as cancelled with the tokens produced so far.
 
 use crate::breaker::Breaker;
+use crate::budget::{self, Hold};
 use crate::cache::{Cache, Entry};
 use crate::config::Config;
 use crate::error::{LlmError, Result};
@@ -14,7 +15,7 @@ use crate::provider::{ChatEvent, Finish, Provider, ProviderError};
 use crate::registry::Registry;
 use crate::request::Prompt;
 use crate::selection::{self, Features, Inputs, Reason, Selection, SelectionError};
-use crate::store::{self, Subject, Usage};
+use crate::store::{self, Usage};
 use chrono::Utc;
 use codingagent_kernel::identity::{Caller, PrincipalKind};
 use futures::StreamExt;
@@ -124,32 +125,6 @@ impl Engine {
         })
     }
 
-    /// Refuses the call when the user's monthly tokens are spent; nothing reaches a provider.
-    pub(crate) async fn check_user_budget(&self, caller: &Caller) -> Result<()> {
-        let Some(user) = caller.user_id() else { return Ok(()) };
-        self.check_budget(Subject::User(user.to_owned()), self.config.budgets.default_user_monthly_tokens)
-            .await
-    }
-
-    async fn check_budget(&self, subject: Subject, default_limit: i64) -> Result<()> {
-        let (start, end) = store::month(Utc::now());
-        let budget = store::budget(&self.pool, &subject, default_limit, start).await?;
-        if budget.limit == 0 && budget.is_default {
-            return Ok(()); // 0 as the default means unlimited
-        }
-        let used = budget.used;
-        if used >= budget.limit {
-            let resets_in = (end - Utc::now()).to_std().unwrap_or_default();
-            return Err(LlmError::BudgetExhausted {
-                subject: subject.name().to_owned(),
-                limit: budget.limit,
-                used,
-                resets_in,
-            });
-        }
-        Ok(())
-    }
-
     /// Starts a generation; items arrive on the returned channel. Errors before the first
     /// token are returned directly.
     pub(crate) async fn generate(
@@ -167,7 +142,13 @@ impl Engine {
                 false,
             )
             .await?;
-        self.check_user_budget(&caller).await?;
+        let context_length = self.registry.get(&selection.model).map_or(0, |m| m.info.context_length);
+        let estimate = budget::estimate(
+            &call.prompt,
+            self.config.budgets.default_reserved_output_tokens,
+            context_length,
+        );
+        let mut hold = self.reserve_user(&caller, estimate).await?;
         let (tx, rx) = mpsc::channel(64);
 
         let cacheable = self.cache.is_some() && call.prompt.options.is_deterministic();
@@ -194,29 +175,41 @@ impl Engine {
                     usage_id: Uuid::now_v7(),
                 };
                 let recorded = engine.record(&caller, &call, &outcome, OUTCOME_SUCCESS, KIND_GENERATE).await;
+                hold.release().await;
                 let _ = tx.send(recorded.map(|()| Item::Done(Box::new(outcome)))).await;
             });
             return Ok(rx);
         }
 
-        let (selection, stream) = self.open_stream(&selection, &call.prompt).await?;
+        let (selection, stream) = match self.open_stream(&selection, &call.prompt, estimate).await {
+            Ok((selection, stream, provider_hold)) => {
+                hold.merge(provider_hold);
+                (selection, stream)
+            }
+            Err(error) => {
+                hold.release().await;
+                return Err(error);
+            }
+        };
         let engine = self.clone();
-        tokio::spawn(
-            async move { engine.relay(caller, call, selection, stream, started, tx, cacheable).await },
-        );
+        tokio::spawn(async move {
+            engine.relay(caller, call, selection, stream, started, tx, cacheable, hold).await;
+        });
         Ok(rx)
     }
 
     /// Opens the provider stream for the selected model, or for the fallback when the
-    /// primary's breaker is open or it fails before streaming.
+    /// primary's breaker is open or it fails before streaming, with what it holds of the
+    /// provider's budget.
     async fn open_stream(
         &self,
         selection: &Selection,
         prompt: &Prompt,
-    ) -> Result<(Selection, crate::provider::ChatStream)> {
+        estimate: i64,
+    ) -> Result<(Selection, crate::provider::ChatStream, Hold)> {
         let primary = self.try_open(&selection.model, prompt).await;
         let primary_error = match primary {
-            Ok(stream) => return Ok((selection.clone(), stream)),
+            Ok(stream) => return Ok((selection.clone(), stream, Hold::empty(&self.pool))),
             Err(error) => error,
         };
         let fallback = &self.config.routing.fallback_model;
@@ -227,18 +220,22 @@ impl Engine {
         if !retryable || fallback.is_empty() || fallback == &selection.model {
             return Err(primary_error);
         }
-        let provider = fallback.split('/').next().unwrap_or_default().to_owned();
-        if let Err(error) = self
-            .check_budget(
-                Subject::Provider(provider.clone()),
-                self.config.budgets.default_provider_monthly_tokens,
-            )
-            .await
-        {
-            tracing::warn!(%error, "fallback provider over budget; not used");
-            return Err(primary_error);
-        }
-        let stream = self.try_open(fallback, prompt).await?;
+        let provider = fallback.split('/').next().unwrap_or_default();
+        let hold = match self.reserve_provider(provider, estimate).await {
+            Ok(hold) => hold,
+            Err(error @ LlmError::BudgetExhausted { .. }) => {
+                tracing::warn!(%error, "fallback provider over budget; not used");
+                return Err(primary_error);
+            }
+            Err(error) => return Err(error),
+        };
+        let stream = match self.try_open(fallback, prompt).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                hold.release().await;
+                return Err(error);
+            }
+        };
         let explanation =
             format!("{} was unavailable ({primary_error}); fell back to {fallback}", selection.model);
         Ok((
@@ -250,6 +247,7 @@ impl Engine {
                 expected_success: None,
             },
             stream,
+            hold,
         ))
     }
 
@@ -288,6 +286,7 @@ impl Engine {
         started: Instant,
         tx: mpsc::Sender<Result<Item>>,
         cacheable: bool,
+        hold: Hold,
     ) {
         let provider = selection.model.split('/').next().unwrap_or_default().to_owned();
         let mut text = String::new();
@@ -352,6 +351,9 @@ impl Engine {
         outcome.time_to_first_token = first_token;
         outcome.cost_micros = self.cost(&provider, outcome.input_tokens, outcome.output_tokens);
         let recorded = self.record(&caller, &call, &outcome, result, KIND_GENERATE).await;
+        // Released only now that the real tokens are charged, so the budget never looks freer
+        // than it is.
+        hold.release().await;
         if result == OUTCOME_SUCCESS
             && cacheable
             && let Some(cache) = &self.cache
@@ -432,7 +434,8 @@ impl Engine {
     ) -> Result<(String, crate::provider::Embeddings)> {
         let started = Instant::now();
         let selection = self.select(caller, model, Features::default(), None, true).await?;
-        self.check_user_budget(caller).await?;
+        let estimate: i64 = inputs.iter().map(|i| estimate_tokens(i)).sum();
+        let hold = self.reserve_user(caller, estimate).await?;
         let (provider_name, name) = selection.model.split_once('/').unwrap_or_default();
         let provider = self
             .provider(provider_name)
@@ -461,7 +464,9 @@ impl Engine {
             usage_id: Uuid::now_v7(),
         };
         let result = if embedded.is_ok() { OUTCOME_SUCCESS } else { OUTCOME_ERROR };
-        self.record(caller, &call, &outcome, result, KIND_EMBED).await?;
+        let recorded = self.record(caller, &call, &outcome, result, KIND_EMBED).await;
+        hold.release().await;
+        recorded?;
         Ok((outcome.model, embedded?))
     }
 }

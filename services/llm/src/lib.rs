@@ -8,6 +8,7 @@
 mod ab_api;
 pub mod abtest;
 pub mod breaker;
+mod budget;
 pub mod cache;
 pub mod config;
 mod convert;
@@ -147,7 +148,10 @@ async fn sync_registry(engine: Arc<engine::Engine>, stop: CancellationToken) {
             Err(error) => tracing::warn!(%error, "model registry sync failed"),
         }
         // Retry records older than a day are of no further use.
-        if let Err(error) = codingagent_kernel::idempotency::purge(&engine.pool, codingagent_kernel::idempotency::RETENTION).await {
+        if let Err(error) =
+            codingagent_kernel::idempotency::purge(&engine.pool, codingagent_kernel::idempotency::RETENTION)
+                .await
+        {
             tracing::warn!(%error, "idempotency purge failed");
         }
         tokio::select! {

@@ -97,6 +97,78 @@ pub(crate) async fn set_budget(
     .map(drop)
 }
 
+/// What asking for a reservation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reservation {
+    /// Held under the given id until released or expired.
+    Held,
+    /// The subject has no limit; nothing was held.
+    Unlimited,
+    /// It does not fit: `used` counts tokens charged this month and those held by calls in flight.
+    Refused { limit: i64, used: i64 },
+}
+
+/// Reserves `tokens` of the subject's budget for the month starting at `period` when what is
+/// charged, what other calls hold and `tokens` together stay within the limit. `default_limit`
+/// applies when no budget was set for the subject; `None` there means unlimited.
+///
+/// The subject's usage_totals row is locked first, so concurrent reservations and usage records
+/// for the subject take turns; the check then runs in a fresh statement, which in READ
+/// COMMITTED sees everything committed before the lock was granted.
+pub(crate) async fn reserve(
+    pool: &PgPool,
+    subject: &Subject,
+    default_limit: Option<i64>,
+    period: DateTime<Utc>,
+    id: Uuid,
+    tokens: i64,
+    ttl: std::time::Duration,
+) -> Result<Reservation, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let (used, limit): (i64, Option<i64>) = sqlx::query_as(
+        "INSERT INTO usage_totals (subject_kind, subject, period) VALUES ($1, $2, $3::date) \
+         ON CONFLICT (subject_kind, subject, period) DO UPDATE SET tokens = usage_totals.tokens \
+         RETURNING tokens, (SELECT monthly_token_limit FROM budgets WHERE subject_kind = $1 AND subject = $2)",
+    )
+    .bind(subject.kind())
+    .bind(subject.name())
+    .bind(period.date_naive())
+    .fetch_one(&mut *tx)
+    .await?;
+    let Some(limit) = limit.or(default_limit) else {
+        tx.commit().await?;
+        return Ok(Reservation::Unlimited);
+    };
+    let (held, inserted): (i64, bool) = sqlx::query_as(
+        "WITH held AS (SELECT COALESCE(SUM(tokens), 0)::BIGINT AS tokens FROM budget_reservations \
+           WHERE subject_kind = $1 AND subject = $2 AND expires_at > now()), \
+         reserved AS (INSERT INTO budget_reservations (id, subject_kind, subject, tokens, expires_at) \
+           SELECT $3, $1, $2, $4, now() + make_interval(secs => $5) FROM held WHERE $6 + held.tokens + $4 <= $7 \
+           RETURNING id) \
+         SELECT held.tokens, EXISTS (SELECT 1 FROM reserved) FROM held",
+    )
+    .bind(subject.kind())
+    .bind(subject.name())
+    .bind(id)
+    .bind(tokens)
+    .bind(ttl.as_secs_f64())
+    .bind(used)
+    .bind(limit)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(if inserted { Reservation::Held } else { Reservation::Refused { limit, used: used + held } })
+}
+
+/// Gives reservations back, and drops every expired one on the way.
+pub(crate) async fn release(pool: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM budget_reservations WHERE id = ANY($1) OR expires_at < now()")
+        .bind(ids)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
 /// One call to record.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub(crate) struct Usage {
