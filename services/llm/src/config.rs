@@ -94,7 +94,7 @@ pub struct OpenAiConfig {
     /// Ends in `/v1`.
     pub base_url: String,
     pub api_key: Secret,
-    /// Cloud providers cost money: they are used as the fallback, within budget.
+    /// Cloud providers cost money: every call to one is held to the provider's budget.
     pub cloud: bool,
     /// Prices in micro-USD per million tokens, for cost accounting.
     pub input_price_micros_per_million: i64,

@@ -207,9 +207,9 @@ impl Engine {
         prompt: &Prompt,
         estimate: i64,
     ) -> Result<(Selection, crate::provider::ChatStream, Hold)> {
-        let primary = self.try_open(&selection.model, prompt).await;
+        let primary = self.try_open(&selection.model, prompt, estimate).await;
         let primary_error = match primary {
-            Ok(stream) => return Ok((selection.clone(), stream, Hold::empty(&self.pool))),
+            Ok((stream, hold)) => return Ok((selection.clone(), stream, hold)),
             Err(error) => error,
         };
         let fallback = &self.config.routing.fallback_model;
@@ -220,21 +220,13 @@ impl Engine {
         if !retryable || fallback.is_empty() || fallback == &selection.model {
             return Err(primary_error);
         }
-        let provider = fallback.split('/').next().unwrap_or_default();
-        let hold = match self.reserve_provider(provider, estimate).await {
-            Ok(hold) => hold,
+        let (stream, hold) = match self.try_open(fallback, prompt, estimate).await {
+            Ok(opened) => opened,
             Err(error @ LlmError::BudgetExhausted { .. }) => {
                 tracing::warn!(%error, "fallback provider over budget; not used");
                 return Err(primary_error);
             }
             Err(error) => return Err(error),
-        };
-        let stream = match self.try_open(fallback, prompt).await {
-            Ok(stream) => stream,
-            Err(error) => {
-                hold.release().await;
-                return Err(error);
-            }
         };
         let explanation =
             format!("{} was unavailable ({primary_error}); fell back to {fallback}", selection.model);
@@ -251,26 +243,37 @@ impl Engine {
         ))
     }
 
-    async fn try_open(&self, model: &str, prompt: &Prompt) -> Result<crate::provider::ChatStream> {
+    /// Opens a chat stream on `model`'s provider, holding `estimate` tokens of its budget
+    /// when it is a cloud provider.
+    async fn try_open(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        estimate: i64,
+    ) -> Result<(crate::provider::ChatStream, Hold)> {
         let (provider_name, name) =
             model.split_once('/').ok_or_else(|| LlmError::invalid("model", "malformed model id"))?;
         let provider = self
             .provider(provider_name)
             .ok_or_else(|| LlmError::Unavailable(format!("provider {provider_name} is not configured")))?;
+        // Before the breaker: letting a call through a half-open breaker takes its one trial.
+        let hold = self.reserve_provider(provider_name, estimate).await?;
         let breaker = self.breakers.get(provider_name);
         if breaker.is_some_and(|b| !b.allow(Instant::now())) {
+            hold.release().await;
             return Err(LlmError::Unavailable(format!(
                 "provider {provider_name} is failing; its circuit breaker is open"
             )));
         }
         match provider.chat(name, prompt).await {
-            Ok(stream) => Ok(stream),
+            Ok(stream) => Ok((stream, hold)),
             Err(error) => {
                 if error.counts_against_provider()
                     && let Some(breaker) = breaker
                 {
                     breaker.record_failure(Instant::now());
                 }
+                hold.release().await;
                 Err(error.into())
             }
         }
@@ -434,12 +437,19 @@ impl Engine {
     ) -> Result<(String, crate::provider::Embeddings)> {
         let started = Instant::now();
         let selection = self.select(caller, model, Features::default(), None, true).await?;
-        let estimate: i64 = inputs.iter().map(|i| estimate_tokens(i)).sum();
-        let hold = self.reserve_user(caller, estimate).await?;
         let (provider_name, name) = selection.model.split_once('/').unwrap_or_default();
         let provider = self
             .provider(provider_name)
             .ok_or_else(|| LlmError::Unavailable(format!("provider {provider_name} is not configured")))?;
+        let estimate: i64 = inputs.iter().map(|i| estimate_tokens(i)).sum();
+        let mut hold = self.reserve_user(caller, estimate).await?;
+        match self.reserve_provider(provider_name, estimate).await {
+            Ok(provider_hold) => hold.merge(provider_hold),
+            Err(error) => {
+                hold.release().await;
+                return Err(error);
+            }
+        }
         let embedded = provider.embed(name, inputs).await;
         let call = Call {
             prompt: Prompt { messages: Vec::new(), options: Default::default() },

@@ -2,7 +2,7 @@
 //! provider and gives them back once its real usage is recorded, also when it fails or its
 //! client goes away.
 
-use crate::harness::{Llm, fresh_prompt, options};
+use crate::harness::{Llm, Setup, fresh_prompt, options};
 use crate::ollama::{MODEL, chunk, done, mount_chat, ndjson, ollama_with_model};
 use codingagent_proto::codingagent::llm::v1 as pb;
 use std::time::{Duration, Instant};
@@ -14,6 +14,9 @@ use wiremock::{Mock, ResponseTemplate};
 /// A prompt of 47 characters (`parallel [<uuid>]`), about 12 tokens, with 16 output tokens at
 /// most: a call reserves about 28 tokens, so a budget of 40 fits one call and not two.
 const BUDGET_FOR_ONE: i64 = 40;
+
+/// The real local model server, registered as a cloud provider.
+const CLOUD: &str = "cloud/gemma-3-270m";
 
 fn call(text: &str) -> pb::GenerateOnceRequest {
     pb::GenerateOnceRequest {
@@ -122,5 +125,41 @@ async fn a_call_abandoned_before_its_provider_answers_gives_its_reservation_back
             Err(status) => panic!("{status:?}"),
         }
     }
+    llm.stop().await;
+}
+
+#[tokio::test]
+async fn every_call_to_a_cloud_provider_is_held_to_its_budget() {
+    // The cloud provider is the default, so calls reach it without a fallback.
+    let setup = Setup { cloud_fallback: true, default_model: CLOUD.into(), ..Setup::default() };
+    let llm = Llm::start(setup, wiremock::MockServer::start().await).await;
+    let mut ops = llm.operator().await;
+    let mut alice = llm.user("alice").await;
+    let cloud = || pb::BudgetSubject { subject: Some(pb::budget_subject::Subject::Provider("cloud".into())) };
+    let limit = |monthly_token_limit| pb::SetBudgetRequest {
+        subject: Some(cloud()),
+        monthly_token_limit,
+        ..Default::default()
+    };
+    let generate = || pb::GenerateOnceRequest {
+        messages: fresh_prompt("Say hello"),
+        options: options(0.5, 4),
+        ..Default::default()
+    };
+
+    ops.set_budget(limit(1_000_000)).await.unwrap();
+    let result = alice.generate_once(generate()).await.unwrap().into_inner().result.unwrap();
+    assert_eq!(result.provider, "cloud");
+    let budget = ops.get_budget(pb::GetBudgetRequest { subject: Some(cloud()) }).await.unwrap().into_inner();
+    assert!(budget.budget.unwrap().used_tokens > 0, "the call is charged to the provider");
+
+    ops.set_budget(limit(1)).await.unwrap();
+    let refused = alice.generate_once(generate()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(refused.get_error_details().error_info().unwrap().reason, "BUDGET_EXHAUSTED");
+    let embed =
+        pb::EmbedRequest { model: CLOUD.into(), inputs: vec!["fn main() {}".into()], ..Default::default() };
+    let refused = ops.embed(embed).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "embeddings count too: {refused:?}");
     llm.stop().await;
 }
