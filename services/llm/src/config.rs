@@ -135,6 +135,30 @@ pub struct RoutingConfig {
     pub learned_min_outcomes: i64,
     /// Share of selections the learned selector spends exploring less-tried models.
     pub exploration_rate: f64,
+    /// Who may name a cloud provider's model in a call (`everyone`, `operators`, `nobody`);
+    /// cloud models chosen by configuration (default, fallback) or A/B tests are not affected.
+    pub explicit_cloud_models: CloudModelAccess,
+}
+
+/// Who may pick a cloud model explicitly. Cloud calls cost money, so by default only
+/// operators (and services acting for nobody) may.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudModelAccess {
+    Everyone,
+    #[default]
+    Operators,
+    Nobody,
+}
+
+impl CloudModelAccess {
+    pub fn allows(self, operator: bool) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::Operators => operator,
+            Self::Nobody => false,
+        }
+    }
 }
 
 impl Default for RoutingConfig {
@@ -147,6 +171,7 @@ impl Default for RoutingConfig {
             registry_sync_secs: 300,
             learned_min_outcomes: 20,
             exploration_rate: 0.1,
+            explicit_cloud_models: CloudModelAccess::default(),
         }
     }
 }
@@ -276,6 +301,17 @@ mod tests {
         assert_eq!(example.openai[0].api_key.expose(), "sk-example");
         let dev = load_config::<Config>("deploy/config/dev/llm.toml").unwrap();
         assert_eq!(dev.openai[0].name, "local");
+    }
+
+    #[test]
+    fn only_operators_may_pick_cloud_models_unless_configured_otherwise() {
+        assert_eq!(Config::default().routing.explicit_cloud_models, CloudModelAccess::Operators);
+        let allowed = |access: CloudModelAccess| (access.allows(false), access.allows(true));
+        assert_eq!(allowed(CloudModelAccess::Everyone), (true, true));
+        assert_eq!(allowed(CloudModelAccess::Operators), (false, true));
+        assert_eq!(allowed(CloudModelAccess::Nobody), (false, false));
+        let example = load_config::<Config>("deploy/config/llm.example.toml").unwrap();
+        assert_eq!(example.routing.explicit_cloud_models, CloudModelAccess::Operators);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::request::Prompt;
 use crate::selection::{self, Features, Inputs, Reason, Selection, SelectionError};
 use crate::store::{self, Usage};
 use chrono::Utc;
+use codingagent_kernel::error::permission_denied;
 use codingagent_kernel::identity::{Caller, PrincipalKind};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -93,6 +94,9 @@ impl Engine {
         subject: Option<&str>,
         embedding: bool,
     ) -> Result<Selection> {
+        if let Some(model) = call_model {
+            self.may_pick(caller, model)?;
+        }
         let models = self.registry.all();
         let subject = subject
             .map(str::to_owned)
@@ -123,6 +127,19 @@ impl Engine {
             SelectionError::UnknownModel { model, available } => LlmError::UnknownModel { model, available },
             SelectionError::NoModel => LlmError::NoModel,
         })
+    }
+
+    /// Refuses an explicitly named cloud model to callers the configuration does not allow.
+    fn may_pick(&self, caller: &Caller, model: &str) -> Result<()> {
+        let provider = model.split('/').next().unwrap_or_default();
+        let cloud = self.provider(provider).is_some_and(|p| p.is_cloud());
+        if !cloud || self.config.routing.explicit_cloud_models.allows(caller.is_operator()) {
+            return Ok(());
+        }
+        Err(LlmError::Denied(Box::new(permission_denied(
+            "CLOUD_MODEL_NOT_ALLOWED",
+            format!("{model} is a cloud model, which this installation does not let you choose"),
+        ))))
     }
 
     /// Starts a generation; items arrive on the returned channel. Errors before the first

@@ -2,6 +2,7 @@
 
 use crate::harness::{Llm, Setup, fresh_prompt, options, user_message};
 use crate::ollama::{MODEL, chunk, done, mount_chat, ndjson, ollama_with_model};
+use codingagent_llm::config::CloudModelAccess;
 use codingagent_proto::codingagent::llm::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -208,5 +209,52 @@ async fn model_listing_paginates() {
     assert_eq!(second.models.len(), 1);
     assert_ne!(second.models[0].id, first.models[0].id);
     assert!(second.next_page_token.is_empty(), "two models, two pages");
+    llm.stop().await;
+}
+
+/// The real local model server, registered as a cloud provider.
+const CLOUD: &str = "cloud/gemma-3-270m";
+
+fn cloud_call() -> pb::GenerateOnceRequest {
+    pb::GenerateOnceRequest {
+        messages: fresh_prompt("Say hello"),
+        model: CLOUD.into(),
+        options: options(0.5, 2),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn only_operators_may_pick_a_cloud_model_unless_configured_otherwise() {
+    let setup = Setup { cloud_fallback: true, ..Setup::default() };
+    let llm = Llm::start(setup, wiremock::MockServer::start().await).await;
+    let mut alice = llm.user("alice").await;
+    let denied = alice.generate_once(cloud_call()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert_eq!(denied.get_error_details().error_info().unwrap().reason, "CLOUD_MODEL_NOT_ALLOWED");
+    let embed = pb::EmbedRequest { model: CLOUD.into(), inputs: vec!["x".into()], ..Default::default() };
+    assert_eq!(alice.embed(embed).await.unwrap_err().code(), Code::PermissionDenied);
+    let select = pb::SelectModelRequest { model: CLOUD.into(), ..Default::default() };
+    assert_eq!(alice.select_model(select).await.unwrap_err().code(), Code::PermissionDenied);
+    llm.operator().await.generate_once(cloud_call()).await.unwrap();
+    llm.stop().await;
+
+    let everyone = Setup {
+        cloud_fallback: true,
+        configure: Some(|c| c.routing.explicit_cloud_models = CloudModelAccess::Everyone),
+        ..Setup::default()
+    };
+    let llm = Llm::start(everyone, wiremock::MockServer::start().await).await;
+    llm.user("alice").await.generate_once(cloud_call()).await.unwrap();
+    llm.stop().await;
+
+    let nobody = Setup {
+        cloud_fallback: true,
+        configure: Some(|c| c.routing.explicit_cloud_models = CloudModelAccess::Nobody),
+        ..Setup::default()
+    };
+    let llm = Llm::start(nobody, wiremock::MockServer::start().await).await;
+    let denied = llm.operator().await.generate_once(cloud_call()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "not even operators: {denied:?}");
     llm.stop().await;
 }
