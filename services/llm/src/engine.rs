@@ -172,7 +172,7 @@ impl Engine {
         if cacheable
             && !call.bypass_cache
             && let Some(cache) = &self.cache
-            && let Some(entry) = cache.get(&selection.model, &call.prompt).await
+            && let Some(entry) = cache.get(&cache_scope(&caller), &selection.model, &call.prompt).await
         {
             let provider = selection.model.split('/').next().unwrap_or_default().to_owned();
             let engine = self.clone();
@@ -384,7 +384,7 @@ impl Engine {
                 input_tokens: outcome.input_tokens,
                 output_tokens: outcome.output_tokens,
             };
-            cache.put(&outcome.model, &call.prompt, &entry).await;
+            cache.put(&cache_scope(&caller), &outcome.model, &call.prompt, &entry).await;
         }
         let last = match (failure, recorded) {
             (Some(error), _) => Err(LlmError::Provider(error)),
@@ -495,6 +495,15 @@ impl Engine {
         hold.release().await;
         recorded?;
         Ok((outcome.model, embedded?))
+    }
+}
+
+/// Whose cache entries a call may read and write: its effective user's, or the calling
+/// service's own when it acts for nobody (prefixed, so a user named like a service is not it).
+fn cache_scope(caller: &Caller) -> String {
+    match caller.user_id() {
+        Some(user) => format!("user:{user}"),
+        None => format!("service:{}", caller.subject),
     }
 }
 

@@ -258,3 +258,29 @@ async fn only_operators_may_pick_a_cloud_model_unless_configured_otherwise() {
     assert_eq!(denied.code(), Code::PermissionDenied, "not even operators: {denied:?}");
     llm.stop().await;
 }
+
+#[tokio::test]
+async fn a_cached_answer_never_tells_one_user_what_another_asked() {
+    let ollama = ollama_with_model().await;
+    mount_chat(&ollama, ndjson(&[chunk("cached"), done("stop", 5, 1)])).await;
+    let llm = Llm::start(Setup::default(), ollama).await;
+    let (mut alice, mut bob) = (llm.user("alice").await, llm.user("bob").await);
+    let prompt = fresh_prompt("what is in the quarterly report?");
+    let deterministic = || pb::GenerateOnceRequest {
+        messages: prompt.clone(),
+        model: MODEL.into(),
+        options: options(0.0, 16),
+        ..Default::default()
+    };
+    let hit = |response: pb::GenerateOnceResponse| response.result.unwrap().cache_hit;
+
+    assert!(!hit(alice.generate_once(deterministic()).await.unwrap().into_inner()));
+    assert!(
+        hit(alice.generate_once(deterministic()).await.unwrap().into_inner()),
+        "alice's repeat is cached"
+    );
+    assert!(!hit(bob.generate_once(deterministic()).await.unwrap().into_inner()), "bob's first ask is not");
+    assert_eq!(llm.ollama_calls("/api/chat").await, 2, "bob's ask reached the provider");
+    assert!(hit(bob.generate_once(deterministic()).await.unwrap().into_inner()), "bob's own repeat is");
+    llm.stop().await;
+}
