@@ -9,6 +9,7 @@ use crate::{ab_api, convert, usage_api};
 use codingagent_kernel::error::FieldViolation;
 use codingagent_kernel::identity::{Caller, caller};
 use codingagent_kernel::pagination;
+use codingagent_kernel::validate;
 use codingagent_proto::codingagent::common::v1::{Actor, ActorKind, TokenUsage};
 use codingagent_proto::codingagent::llm::v1 as pb;
 use codingagent_proto::codingagent::llm::v1::llm_service_server::LlmService;
@@ -38,6 +39,11 @@ fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
+/// Violations of the free-text rule (no NUL or other control characters) among `fields`.
+pub(crate) fn texts(fields: &[(&str, &str)]) -> Vec<FieldViolation> {
+    fields.iter().filter_map(|(field, value)| validate::text(field, value).err()).collect()
+}
+
 /// Validates the parts shared by Generate and GenerateOnce.
 fn call(
     messages: &[pb::ChatMessage],
@@ -60,6 +66,7 @@ fn call(
     {
         violations.push(FieldViolation::new("task_features.context_tokens", "must not be negative"));
     }
+    violations.extend(texts(&[("task_id", task_id), ("ab_subject_id", subject)]));
     match prompt {
         Some(prompt) if violations.is_empty() => Ok(Call {
             prompt,
@@ -211,6 +218,8 @@ impl LlmService for Handlers {
             if length == 0 || length > 32_000 {
                 violations
                     .push(FieldViolation::new(format!("inputs[{index}]"), "must be 1..32,000 characters"));
+            } else if let Err(violation) = validate::text(&format!("inputs[{index}]"), input) {
+                violations.push(violation);
             }
         }
         if !r.model.is_empty()
@@ -218,6 +227,7 @@ impl LlmService for Handlers {
         {
             violations.push(violation);
         }
+        violations.extend(texts(&[("task_id", &r.task_id)]));
         if !violations.is_empty() {
             return Err(LlmError::Invalid(violations).into());
         }
@@ -240,6 +250,10 @@ impl LlmService for Handlers {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         caller(&request)?;
         let r = request.into_inner();
+        let invalid = texts(&[("provider", &r.provider)]);
+        if !invalid.is_empty() {
+            return Err(LlmError::Invalid(invalid).into());
+        }
         let limit = pagination::page_size(r.page_size, 100, 1_000)?;
         let after: Option<String> = pagination::decode(&r.page_token)?;
         let capability =
@@ -287,6 +301,10 @@ impl LlmService for Handlers {
         let r = request.into_inner();
         if r.name.is_empty() || r.name.len() > 200 {
             return Err(LlmError::invalid("name", "must be 1..200 characters").into());
+        }
+        let invalid = texts(&[("name", &r.name), ("provider", &r.provider)]);
+        if !invalid.is_empty() {
+            return Err(LlmError::Invalid(invalid).into());
         }
         let provider_name = if r.provider.is_empty() { "ollama".to_owned() } else { r.provider.clone() };
         let provider = self
@@ -417,8 +435,15 @@ impl LlmService for Handlers {
     ) -> Result<Response<pb::SelectModelResponse>, Status> {
         let caller = caller(&request)?.clone();
         let r = request.into_inner();
-        if !r.model.is_empty() {
-            request::model_id("model", &r.model).map_err(|v| LlmError::Invalid(vec![v]))?;
+        let mut invalid = Vec::new();
+        if !r.model.is_empty()
+            && let Err(violation) = request::model_id("model", &r.model)
+        {
+            invalid.push(violation);
+        }
+        invalid.extend(texts(&[("task_id", &r.task_id), ("ab_subject_id", &r.ab_subject_id)]));
+        if !invalid.is_empty() {
+            return Err(LlmError::Invalid(invalid).into());
         }
         let embedding = r.capability == pb::ModelCapability::Embedding as i32;
         let subject = non_empty(&r.ab_subject_id).or_else(|| non_empty(&r.task_id));

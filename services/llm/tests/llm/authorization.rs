@@ -284,3 +284,79 @@ async fn a_cached_answer_never_tells_one_user_what_another_asked() {
     assert!(hit(bob.generate_once(deterministic()).await.unwrap().into_inner()), "bob's own repeat is");
     llm.stop().await;
 }
+
+#[tokio::test]
+async fn control_characters_in_any_free_text_are_invalid_argument() {
+    let ollama = ollama_with_model().await;
+    mount_chat(&ollama, ndjson(&[chunk("x"), done("stop", 3, 1)])).await;
+    let llm = Llm::start(Setup::default(), ollama).await;
+    let mut alice = llm.user("alice").await;
+    let mut ops = llm.operator().await;
+    let invalid = |status: tonic::Status| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        fields(&status)
+    };
+
+    let nul = pb::GenerateOnceRequest {
+        messages: vec![user_message("hello\0world")],
+        model: MODEL.into(),
+        options: options(0.5, 8),
+        ..Default::default()
+    };
+    assert_eq!(invalid(alice.generate_once(nul).await.unwrap_err()), ["messages[0].content"]);
+    assert_eq!(llm.ollama_calls("/api/chat").await, 0, "nothing reached the provider");
+
+    let message = |role: pb::Role, content: &str, name: &str| pb::ChatMessage {
+        role: role as i32,
+        content: content.into(),
+        name: name.into(),
+    };
+    let everywhere = pb::GenerateRequest {
+        messages: vec![
+            message(pb::Role::System, "be\u{1}brief", ""),
+            message(pb::Role::Tool, "42", "calc\0"),
+        ],
+        model: "ollama/qwen\0".into(),
+        options: Some(pb::GenerationOptions { stop: vec!["\u{3}".into()], ..Default::default() }),
+        task_id: "task\0".into(),
+        ab_subject_id: "subject\u{7f}".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        invalid(alice.generate(everywhere).await.unwrap_err()),
+        ["messages[0].content", "messages[1].name", "options.stop[0]", "model", "task_id", "ab_subject_id"]
+    );
+    let embed = pb::EmbedRequest { inputs: vec!["fn\0".into()], task_id: "t\0".into(), ..Default::default() };
+    assert_eq!(invalid(alice.embed(embed).await.unwrap_err()), ["inputs[0]", "task_id"]);
+    let select =
+        pb::SelectModelRequest { task_id: "t\0".into(), ab_subject_id: "s\0".into(), ..Default::default() };
+    assert_eq!(invalid(alice.select_model(select).await.unwrap_err()), ["task_id", "ab_subject_id"]);
+    let usage = pb::ListUsageRequest { model: "m\0".into(), task_id: "t\0".into(), ..Default::default() };
+    assert_eq!(invalid(alice.list_usage(usage).await.unwrap_err()), ["model", "task_id"]);
+    let nul_user = pb::BudgetSubject { subject: Some(pb::budget_subject::Subject::UserId("bo\0b".into())) };
+    let budget =
+        pb::SetBudgetRequest { subject: Some(nul_user), monthly_token_limit: 1, ..Default::default() };
+    assert_eq!(invalid(ops.set_budget(budget).await.unwrap_err()), ["subject.user_id"]);
+    let test = pb::AbTest {
+        name: "name\0".into(),
+        description: "about\u{2}".into(),
+        variants: vec![
+            pb::AbVariant { id: "a\0".into(), model: MODEL.into(), weight: 1 },
+            pb::AbVariant { id: "b".into(), model: MODEL.into(), weight: 1 },
+        ],
+        ..Default::default()
+    };
+    let create = pb::CreateAbTestRequest { ab_test: Some(test), request_id: "r\0".into() };
+    assert_eq!(
+        invalid(ops.create_ab_test(create).await.unwrap_err()),
+        ["ab_test.name", "ab_test.description", "ab_test.variants[0].id", "request_id"]
+    );
+    let outcome = pb::RecordAbOutcomeRequest {
+        ab_test_id: uuid::Uuid::new_v4().to_string(),
+        subject_id: "s\0".into(),
+        request_id: "r\0".into(),
+        ..Default::default()
+    };
+    assert_eq!(invalid(ops.record_ab_outcome(outcome).await.unwrap_err()), ["subject_id", "request_id"]);
+    llm.stop().await;
+}
