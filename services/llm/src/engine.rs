@@ -9,6 +9,7 @@ use crate::breaker::Breaker;
 use crate::budget::{self, Hold};
 use crate::cache::{Cache, Entry};
 use crate::config::Config;
+use crate::convert::{finish_from_i32, finish_to_i32, reason_to_i16};
 use crate::error::{LlmError, Result};
 use crate::hardware::Hardware;
 use crate::provider::{ChatEvent, Finish, Provider, ProviderError};
@@ -439,7 +440,7 @@ impl Engine {
             complexity: call.features.complexity as i16,
             language: call.features.language as i16,
         };
-        let event = crate::events::inference_completed(&crate::grpc::usage_record(&usage));
+        let event = crate::events::inference_completed(&crate::convert::usage_record(&usage));
         store::insert_usage(&self.pool, &usage, event).await?;
         Ok(())
     }
@@ -520,30 +521,4 @@ pub(crate) fn scope_keys(features: &Features) -> Vec<String> {
 /// could not report counts (a cancelled or failed stream).
 pub(crate) fn estimate_tokens(text: &str) -> i64 {
     (text.chars().count() as i64 + 3) / 4
-}
-
-pub(crate) fn finish_to_i32(finish: Finish) -> i32 {
-    match finish {
-        Finish::Stop => 1,
-        Finish::Length => 2,
-        Finish::ContentFilter => 3,
-    }
-}
-
-fn finish_from_i32(value: i32) -> Finish {
-    match value {
-        2 => Finish::Length,
-        3 => Finish::ContentFilter,
-        _ => Finish::Stop,
-    }
-}
-
-pub(crate) fn reason_to_i16(reason: Reason) -> i16 {
-    match reason {
-        Reason::Explicit => 1,
-        Reason::AbTest => 2,
-        Reason::Learned => 3,
-        Reason::Default => 4,
-        Reason::Fallback => 5,
-    }
 }

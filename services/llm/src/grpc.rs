@@ -1,16 +1,16 @@
 //! gRPC handlers: validate, authorize, delegate to the engine and stores, convert.
 
-use crate::engine::{Call, Engine, Item, Outcome, finish_to_i32, reason_to_i16};
+use crate::convert::{finish_to_i32, reason, reason_to_i16};
+use crate::engine::{Call, Engine, Item, Outcome};
 use crate::error::LlmError;
 use crate::request;
-use crate::selection::{Features, Reason};
-use crate::store::Usage;
+use crate::selection::Features;
 use crate::{ab_api, convert, usage_api};
 use codingagent_kernel::error::FieldViolation;
 use codingagent_kernel::identity::{Caller, caller};
 use codingagent_kernel::pagination;
 use codingagent_kernel::validate;
-use codingagent_proto::codingagent::common::v1::{Actor, ActorKind, TokenUsage};
+use codingagent_proto::codingagent::common::v1::TokenUsage;
 use codingagent_proto::codingagent::llm::v1 as pb;
 use codingagent_proto::codingagent::llm::v1::llm_service_server::LlmService;
 use futures::Stream;
@@ -39,11 +39,6 @@ fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
-/// Violations of the free-text rule (no NUL or other control characters) among `fields`.
-pub(crate) fn texts(fields: &[(&str, &str)]) -> Vec<FieldViolation> {
-    fields.iter().filter_map(|(field, value)| validate::text(field, value).err()).collect()
-}
-
 /// Validates the parts shared by Generate and GenerateOnce.
 fn call(
     messages: &[pb::ChatMessage],
@@ -66,7 +61,7 @@ fn call(
     {
         violations.push(FieldViolation::new("task_features.context_tokens", "must not be negative"));
     }
-    violations.extend(texts(&[("task_id", task_id), ("ab_subject_id", subject)]));
+    violations.extend(request::texts(&[("task_id", task_id), ("ab_subject_id", subject)]));
     match prompt {
         Some(prompt) if violations.is_empty() => Ok(Call {
             prompt,
@@ -94,45 +89,6 @@ fn result(outcome: &Outcome) -> pb::GenerationResult {
         usage_record_id: outcome.usage_id.to_string(),
         ab_test_id: outcome.selection.ab.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
         ab_variant_id: outcome.selection.ab.as_ref().map(|a| a.1.clone()).unwrap_or_default(),
-    }
-}
-
-/// A stored usage row as the contract's record.
-pub(crate) fn usage_record(usage: &Usage) -> pb::UsageRecord {
-    pb::UsageRecord {
-        id: usage.id.to_string(),
-        create_time: Some(convert::timestamp(usage.created_at)),
-        caller: Some(Actor {
-            kind: if usage.caller_kind == 1 { ActorKind::User } else { ActorKind::Service } as i32,
-            id: usage.caller_id.clone(),
-        }),
-        user_id: usage.user_id.clone().unwrap_or_default(),
-        task_id: usage.task_id.clone().unwrap_or_default(),
-        model: usage.model.clone(),
-        provider: usage.provider.clone(),
-        kind: i32::from(usage.kind),
-        outcome: i32::from(usage.outcome),
-        usage: Some(TokenUsage { input_tokens: usage.input_tokens, output_tokens: usage.output_tokens }),
-        latency: Some(convert::duration(std::time::Duration::from_millis(usage.latency_ms.max(0) as u64))),
-        time_to_first_token: usage
-            .ttft_ms
-            .map(|ms| convert::duration(std::time::Duration::from_millis(ms.max(0) as u64))),
-        cost: Some(convert::usd(usage.cost_micros)),
-        cache_hit: usage.cache_hit,
-        selection_reason: i32::from(usage.selection_reason),
-        ab_test_id: usage.ab_test_id.map(|id| id.to_string()).unwrap_or_default(),
-        ab_variant_id: usage.ab_variant_id.clone().unwrap_or_default(),
-        finish_reason: i32::from(usage.finish_reason),
-    }
-}
-
-fn reason(reason: Reason) -> pb::SelectionReason {
-    match reason {
-        Reason::Explicit => pb::SelectionReason::Explicit,
-        Reason::AbTest => pb::SelectionReason::AbTest,
-        Reason::Learned => pb::SelectionReason::Learned,
-        Reason::Default => pb::SelectionReason::HardwareDefault,
-        Reason::Fallback => pb::SelectionReason::Fallback,
     }
 }
 
@@ -227,7 +183,7 @@ impl LlmService for Handlers {
         {
             violations.push(violation);
         }
-        violations.extend(texts(&[("task_id", &r.task_id)]));
+        violations.extend(request::texts(&[("task_id", &r.task_id)]));
         if !violations.is_empty() {
             return Err(LlmError::Invalid(violations).into());
         }
@@ -250,7 +206,7 @@ impl LlmService for Handlers {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         caller(&request)?;
         let r = request.into_inner();
-        let invalid = texts(&[("provider", &r.provider)]);
+        let invalid = request::texts(&[("provider", &r.provider)]);
         if !invalid.is_empty() {
             return Err(LlmError::Invalid(invalid).into());
         }
@@ -302,7 +258,7 @@ impl LlmService for Handlers {
         if r.name.is_empty() || r.name.len() > 200 {
             return Err(LlmError::invalid("name", "must be 1..200 characters").into());
         }
-        let invalid = texts(&[("name", &r.name), ("provider", &r.provider)]);
+        let invalid = request::texts(&[("name", &r.name), ("provider", &r.provider)]);
         if !invalid.is_empty() {
             return Err(LlmError::Invalid(invalid).into());
         }
@@ -441,7 +397,7 @@ impl LlmService for Handlers {
         {
             invalid.push(violation);
         }
-        invalid.extend(texts(&[("task_id", &r.task_id), ("ab_subject_id", &r.ab_subject_id)]));
+        invalid.extend(request::texts(&[("task_id", &r.task_id), ("ab_subject_id", &r.ab_subject_id)]));
         if !invalid.is_empty() {
             return Err(LlmError::Invalid(invalid).into());
         }

@@ -173,6 +173,11 @@ pub fn model_id(field: &str, id: &str) -> Result<(String, String), FieldViolatio
     }
 }
 
+/// Violations of the free-text rule (no NUL or other control characters) among `fields`.
+pub fn texts(fields: &[(&str, &str)]) -> Vec<FieldViolation> {
+    fields.iter().filter_map(|(field, value)| validate::text(field, value).err()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

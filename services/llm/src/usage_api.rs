@@ -2,9 +2,10 @@
 //! need the operator role.
 
 use crate::convert;
+use crate::convert::usage_record;
 use crate::engine::Engine;
 use crate::error::LlmError;
-use crate::grpc::{texts, usage_record};
+use crate::request::texts;
 use crate::store::{self, Aggregate, Subject, UsageFilter};
 use codingagent_kernel::error::permission_denied;
 use codingagent_kernel::idempotency::{self, Key};
