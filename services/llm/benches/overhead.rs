@@ -39,7 +39,7 @@ async fn run(tokens: usize) -> ((Duration, Duration), (Duration, Duration)) {
     ollama::mount_chat(&double, ollama::ndjson(&lines)).await;
     let uri = double.uri();
 
-    let provider = Ollama::new("ollama", &uri, Duration::from_secs(2), Duration::from_secs(30));
+    let provider = Ollama::new("ollama", &uri, Duration::from_secs(2), Duration::from_secs(30)).unwrap();
     let prompt = Prompt {
         messages: vec![Message { role: Role::User, content: "reverse a string".into(), name: None }],
         options: Options { temperature: Some(0.5), max_tokens: Some(tokens as u32), ..Options::default() },

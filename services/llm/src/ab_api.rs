@@ -11,6 +11,7 @@ use crate::store::{self, AbTestRow, RUNNING, Scope, Variant};
 use codingagent_kernel::error::FieldViolation;
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::pagination;
+use codingagent_kernel::{idempotency, validate};
 use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
 use codingagent_proto::codingagent::llm::v1 as pb;
 use tonic::Status;
@@ -65,9 +66,13 @@ pub(crate) async fn create(
     let name_length = test.name.chars().count();
     if name_length == 0 || name_length > 100 {
         violations.push(FieldViolation::new("ab_test.name", "must be 1..100 characters"));
+    } else {
+        violations.extend(validate::text("ab_test.name", &test.name).err());
     }
     if test.description.chars().count() > 2_000 {
         violations.push(FieldViolation::new("ab_test.description", "at most 2,000 characters"));
+    } else {
+        violations.extend(validate::text("ab_test.description", &test.description).err());
     }
     if !(2..=10).contains(&test.variants.len()) {
         violations.push(FieldViolation::new("ab_test.variants", "2..10 variants are required"));
@@ -88,6 +93,7 @@ pub(crate) async fn create(
             }
             Ok(_) => {}
         }
+        violations.extend(validate::text(&field("id"), &variant.id).err());
         let id = if variant.id.is_empty() { format!("v{index}") } else { variant.id.clone() };
         if variants.iter().any(|v: &Variant| v.id == id) {
             violations.push(FieldViolation::new(field("id"), "variant ids must be unique"));
@@ -102,9 +108,7 @@ pub(crate) async fn create(
     if min_samples < 1 {
         violations.push(FieldViolation::new("ab_test.min_samples_per_variant", "must be positive"));
     }
-    if request.request_id.len() > 64 {
-        violations.push(FieldViolation::new("request_id", "at most 64 characters"));
-    }
+    violations.extend(idempotency::validate("request_id", &request.request_id).err());
     if !violations.is_empty() {
         return Err(LlmError::Invalid(violations).into());
     }
@@ -168,9 +172,7 @@ pub(crate) async fn assign(
     caller: &Caller,
     request: pb::AssignVariantRequest,
 ) -> Result<pb::AssignVariantResponse, Status> {
-    if request.subject_id.is_empty() {
-        return Err(LlmError::invalid("subject_id", "must not be empty").into());
-    }
+    subject_id(&request.subject_id)?;
     let test = visible(engine, caller, &request.ab_test_id).await?;
     if test.state != RUNNING {
         return Err(LlmError::FailedPrecondition("AB_TEST_STOPPED", "the test is stopped".into()).into());
@@ -191,13 +193,19 @@ pub(crate) async fn record(
     caller: &Caller,
     request: pb::RecordAbOutcomeRequest,
 ) -> Result<pb::RecordAbOutcomeResponse, Status> {
-    if request.subject_id.is_empty() {
-        return Err(LlmError::invalid("subject_id", "must not be empty").into());
-    }
+    let mut violations = match subject_id(&request.subject_id) {
+        Ok(()) => Vec::new(),
+        Err(LlmError::Invalid(violations)) => violations,
+        Err(error) => return Err(error.into()),
+    };
     if let Some(score) = request.quality_score
         && !(0.0..=1.0).contains(&score)
     {
-        return Err(LlmError::invalid("quality_score", "must be between 0 and 1").into());
+        violations.push(FieldViolation::new("quality_score", "must be between 0 and 1"));
+    }
+    violations.extend(idempotency::validate("request_id", &request.request_id).err());
+    if !violations.is_empty() {
+        return Err(LlmError::Invalid(violations).into());
     }
     let test = visible(engine, caller, &request.ab_test_id).await?;
     if test.state != RUNNING {
@@ -222,6 +230,14 @@ pub(crate) async fn record(
     .await
     .map_err(LlmError::from)?;
     Ok(pb::RecordAbOutcomeResponse { variant_id: variant.id.clone() })
+}
+
+/// An A/B subject: any non-empty text.
+fn subject_id(subject_id: &str) -> Result<(), LlmError> {
+    if subject_id.is_empty() {
+        return Err(LlmError::invalid("subject_id", "must not be empty"));
+    }
+    validate::text("subject_id", subject_id).map_err(|violation| LlmError::Invalid(vec![violation]))
 }
 
 pub(crate) async fn results(engine: &Engine, test: &AbTestRow) -> Result<pb::AbTestResults, Status> {
@@ -288,6 +304,8 @@ pub(crate) async fn stop(
     request: pb::StopAbTestRequest,
 ) -> Result<pb::StopAbTestResponse, Status> {
     caller.require_operator()?;
+    validate::text("winner_variant_id", &request.winner_variant_id)
+        .map_err(|v| LlmError::Invalid(vec![v]))?;
     let test = visible(engine, caller, &request.ab_test_id).await?;
     if test.state != RUNNING {
         return Ok(pb::StopAbTestResponse {

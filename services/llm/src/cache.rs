@@ -1,5 +1,7 @@
 //! Deterministic generations (temperature 0) cached in Redis: the same model, prompt and
 //! options always produce the same text, so a repeat is served without a provider call.
+//! Entries belong to one user (or service): a hit is observable (the `cache_hit` flag, the
+//! latency, the usage record), so a shared entry would tell one user what another asked.
 //! Redis being down only costs speed: lookups count as misses and stores are skipped.
 
 use crate::request::Prompt;
@@ -46,8 +48,9 @@ impl Cache {
         cache
     }
 
-    pub async fn get(&self, model: &str, prompt: &Prompt) -> Option<Entry> {
-        let found: Option<String> = match self.redis.get(key(model, prompt)).await {
+    /// `scope` is whose entries to look in: the effective user, or the calling service.
+    pub async fn get(&self, scope: &str, model: &str, prompt: &Prompt) -> Option<Entry> {
+        let found: Option<String> = match self.redis.get(key(scope, model, prompt)).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::debug!(%error, "cache lookup failed; treating as a miss");
@@ -63,23 +66,25 @@ impl Cache {
         entry
     }
 
-    pub async fn put(&self, model: &str, prompt: &Prompt, entry: &Entry) {
+    pub async fn put(&self, scope: &str, model: &str, prompt: &Prompt, entry: &Entry) {
         let Ok(json) = serde_json::to_string(entry) else { return };
         if json.len() > MAX_ENTRY_BYTES {
             return;
         }
-        let stored: Result<(), _> =
-            self.redis.set(key(model, prompt), json, Some(Expiration::EX(self.ttl_secs)), None, false).await;
+        let stored: Result<(), _> = self
+            .redis
+            .set(key(scope, model, prompt), json, Some(Expiration::EX(self.ttl_secs)), None, false)
+            .await;
         if let Err(error) = stored {
             tracing::debug!(%error, "cache store failed");
         }
     }
 }
 
-/// The cache key: a hash of the model and the whole validated prompt with its options.
-/// Versioned so a change of the entry format never reads old entries.
-pub fn key(model: &str, prompt: &Prompt) -> String {
-    let canonical = serde_json::to_vec(&(model, prompt)).unwrap_or_default();
+/// The cache key: a hash of the scope, the model and the whole validated prompt with its
+/// options. Versioned so a change of the entry format never reads old entries.
+pub fn key(scope: &str, model: &str, prompt: &Prompt) -> String {
+    let canonical = serde_json::to_vec(&(scope, model, prompt)).unwrap_or_default();
     let digest = Sha256::digest(&canonical);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("codingagent:llm:cache:v1:{hex}")
@@ -99,11 +104,18 @@ mod tests {
 
     #[test]
     fn keys_depend_on_model_prompt_and_options() {
-        let base = key("ollama/a", &prompt("hi", 0.0));
-        assert_eq!(base, key("ollama/a", &prompt("hi", 0.0)));
-        assert_ne!(base, key("ollama/b", &prompt("hi", 0.0)));
-        assert_ne!(base, key("ollama/a", &prompt("hi!", 0.0)));
-        assert_ne!(base, key("ollama/a", &prompt("hi", 0.5)));
+        let base = key("alice", "ollama/a", &prompt("hi", 0.0));
+        assert_eq!(base, key("alice", "ollama/a", &prompt("hi", 0.0)));
+        assert_ne!(base, key("alice", "ollama/b", &prompt("hi", 0.0)));
+        assert_ne!(base, key("alice", "ollama/a", &prompt("hi!", 0.0)));
+        assert_ne!(base, key("alice", "ollama/a", &prompt("hi", 0.5)));
         assert!(base.starts_with("codingagent:llm:cache:v1:"));
+    }
+
+    #[test]
+    fn keys_belong_to_one_user() {
+        assert_ne!(key("alice", "ollama/a", &prompt("hi", 0.0)), key("bob", "ollama/a", &prompt("hi", 0.0)));
+        // The scope cannot run into the model: ("a", "b/c") and ("a/b", "c") differ.
+        assert_ne!(key("a", "b/c", &prompt("hi", 0.0)), key("a/b", "c", &prompt("hi", 0.0)));
     }
 }

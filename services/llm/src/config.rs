@@ -93,7 +93,7 @@ pub struct OpenAiConfig {
     /// Ends in `/v1`.
     pub base_url: String,
     pub api_key: Secret,
-    /// Cloud providers cost money: they are used as the fallback, within budget.
+    /// Cloud providers cost money: every call to one is held to the provider's budget.
     pub cloud: bool,
     /// Prices in micro-USD per million tokens, for cost accounting.
     pub input_price_micros_per_million: i64,
@@ -134,6 +134,30 @@ pub struct RoutingConfig {
     pub learned_min_outcomes: i64,
     /// Share of selections the learned selector spends exploring less-tried models.
     pub exploration_rate: f64,
+    /// Who may name a cloud provider's model in a call (`everyone`, `operators`, `nobody`);
+    /// cloud models chosen by configuration (default, fallback) or A/B tests are not affected.
+    pub explicit_cloud_models: CloudModelAccess,
+}
+
+/// Who may pick a cloud model explicitly. Cloud calls cost money, so by default only
+/// operators (and services acting for nobody) may.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudModelAccess {
+    Everyone,
+    #[default]
+    Operators,
+    Nobody,
+}
+
+impl CloudModelAccess {
+    pub fn allows(self, operator: bool) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::Operators => operator,
+            Self::Nobody => false,
+        }
+    }
 }
 
 impl Default for RoutingConfig {
@@ -146,6 +170,7 @@ impl Default for RoutingConfig {
             registry_sync_secs: 300,
             learned_min_outcomes: 20,
             exploration_rate: 0.1,
+            explicit_cloud_models: CloudModelAccess::default(),
         }
     }
 }
@@ -170,11 +195,18 @@ pub struct BudgetConfig {
     pub default_user_monthly_tokens: i64,
     /// Monthly tokens per cloud provider when none was set; 0 means unlimited.
     pub default_provider_monthly_tokens: i64,
+    /// Output tokens a generation without `max_tokens` reserves against budgets while it runs
+    /// (its real usage is charged when it ends).
+    pub default_reserved_output_tokens: i64,
 }
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { default_user_monthly_tokens: 2_000_000, default_provider_monthly_tokens: 0 }
+        Self {
+            default_user_monthly_tokens: 2_000_000,
+            default_provider_monthly_tokens: 0,
+            default_reserved_output_tokens: 1_024,
+        }
     }
 }
 
@@ -228,6 +260,12 @@ impl ServiceConfig for Config {
         if !(0.0..=1.0).contains(&self.routing.exploration_rate) {
             return Err(ConfigError::invalid("routing.exploration_rate", "must be between 0 and 1"));
         }
+        if self.budgets.default_reserved_output_tokens < 0 {
+            return Err(ConfigError::invalid(
+                "budgets.default_reserved_output_tokens",
+                "must not be negative",
+            ));
+        }
         if self.routing.registry_sync_secs == 0 {
             return Err(ConfigError::invalid("routing.registry_sync_secs", "must be greater than zero"));
         }
@@ -255,6 +293,17 @@ mod tests {
         assert_eq!(example.openai[0].api_key.expose(), "sk-example");
         let dev = load_config::<Config>("deploy/config/dev/llm.toml").unwrap();
         assert_eq!(dev.openai[0].name, "local");
+    }
+
+    #[test]
+    fn only_operators_may_pick_cloud_models_unless_configured_otherwise() {
+        assert_eq!(Config::default().routing.explicit_cloud_models, CloudModelAccess::Operators);
+        let allowed = |access: CloudModelAccess| (access.allows(false), access.allows(true));
+        assert_eq!(allowed(CloudModelAccess::Everyone), (true, true));
+        assert_eq!(allowed(CloudModelAccess::Operators), (false, true));
+        assert_eq!(allowed(CloudModelAccess::Nobody), (false, false));
+        let example = load_config::<Config>("deploy/config/llm.example.toml").unwrap();
+        assert_eq!(example.routing.explicit_cloud_models, CloudModelAccess::Operators);
     }
 
     #[test]

@@ -6,16 +6,19 @@
 //! the call is recorded as cancelled with the tokens produced so far.
 
 use crate::breaker::Breaker;
+use crate::budget::{self, Hold};
 use crate::cache::{Cache, Entry};
 use crate::config::Config;
+use crate::convert::{finish_from_i32, finish_to_i32, reason_to_i16};
 use crate::error::{LlmError, Result};
 use crate::hardware::Hardware;
 use crate::provider::{ChatEvent, Finish, Provider, ProviderError};
 use crate::registry::Registry;
 use crate::request::Prompt;
 use crate::selection::{self, Features, Inputs, Reason, Selection, SelectionError};
-use crate::store::{self, Subject, Usage};
+use crate::store::{self, Usage};
 use chrono::Utc;
+use codingagent_kernel::error::permission_denied;
 use codingagent_kernel::identity::{Caller, PrincipalKind};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -92,6 +95,9 @@ impl Engine {
         subject: Option<&str>,
         embedding: bool,
     ) -> Result<Selection> {
+        if let Some(model) = call_model {
+            self.may_pick(caller, model)?;
+        }
         let models = self.registry.all();
         let subject = subject
             .map(str::to_owned)
@@ -124,30 +130,17 @@ impl Engine {
         })
     }
 
-    /// Refuses the call when the user's monthly tokens are spent; nothing reaches a provider.
-    pub(crate) async fn check_user_budget(&self, caller: &Caller) -> Result<()> {
-        let Some(user) = caller.user_id() else { return Ok(()) };
-        self.check_budget(Subject::User(user.to_owned()), self.config.budgets.default_user_monthly_tokens)
-            .await
-    }
-
-    async fn check_budget(&self, subject: Subject, default_limit: i64) -> Result<()> {
-        let (start, end) = store::month(Utc::now());
-        let budget = store::budget(&self.pool, &subject, default_limit, start).await?;
-        if budget.limit == 0 && budget.is_default {
-            return Ok(()); // 0 as the default means unlimited
+    /// Refuses an explicitly named cloud model to callers the configuration does not allow.
+    fn may_pick(&self, caller: &Caller, model: &str) -> Result<()> {
+        let provider = model.split('/').next().unwrap_or_default();
+        let cloud = self.provider(provider).is_some_and(|p| p.is_cloud());
+        if !cloud || self.config.routing.explicit_cloud_models.allows(caller.is_operator()) {
+            return Ok(());
         }
-        let used = budget.used;
-        if used >= budget.limit {
-            let resets_in = (end - Utc::now()).to_std().unwrap_or_default();
-            return Err(LlmError::BudgetExhausted {
-                subject: subject.name().to_owned(),
-                limit: budget.limit,
-                used,
-                resets_in,
-            });
-        }
-        Ok(())
+        Err(LlmError::Denied(Box::new(permission_denied(
+            "CLOUD_MODEL_NOT_ALLOWED",
+            format!("{model} is a cloud model, which this installation does not let you choose"),
+        ))))
     }
 
     /// Starts a generation; items arrive on the returned channel. Errors before the first
@@ -167,14 +160,20 @@ impl Engine {
                 false,
             )
             .await?;
-        self.check_user_budget(&caller).await?;
+        let context_length = self.registry.get(&selection.model).map_or(0, |m| m.info.context_length);
+        let estimate = budget::estimate(
+            &call.prompt,
+            self.config.budgets.default_reserved_output_tokens,
+            context_length,
+        );
+        let mut hold = self.reserve_user(&caller, estimate).await?;
         let (tx, rx) = mpsc::channel(64);
 
         let cacheable = self.cache.is_some() && call.prompt.options.is_deterministic();
         if cacheable
             && !call.bypass_cache
             && let Some(cache) = &self.cache
-            && let Some(entry) = cache.get(&selection.model, &call.prompt).await
+            && let Some(entry) = cache.get(&cache_scope(&caller), &selection.model, &call.prompt).await
         {
             let provider = selection.model.split('/').next().unwrap_or_default().to_owned();
             let engine = self.clone();
@@ -194,29 +193,41 @@ impl Engine {
                     usage_id: Uuid::now_v7(),
                 };
                 let recorded = engine.record(&caller, &call, &outcome, OUTCOME_SUCCESS, KIND_GENERATE).await;
+                hold.release().await;
                 let _ = tx.send(recorded.map(|()| Item::Done(Box::new(outcome)))).await;
             });
             return Ok(rx);
         }
 
-        let (selection, stream) = self.open_stream(&selection, &call.prompt).await?;
+        let (selection, stream) = match self.open_stream(&selection, &call.prompt, estimate).await {
+            Ok((selection, stream, provider_hold)) => {
+                hold.merge(provider_hold);
+                (selection, stream)
+            }
+            Err(error) => {
+                hold.release().await;
+                return Err(error);
+            }
+        };
         let engine = self.clone();
-        tokio::spawn(
-            async move { engine.relay(caller, call, selection, stream, started, tx, cacheable).await },
-        );
+        tokio::spawn(async move {
+            engine.relay(caller, call, selection, stream, started, tx, cacheable, hold).await;
+        });
         Ok(rx)
     }
 
     /// Opens the provider stream for the selected model, or for the fallback when the
-    /// primary's breaker is open or it fails before streaming.
+    /// primary's breaker is open or it fails before streaming, with what it holds of the
+    /// provider's budget.
     async fn open_stream(
         &self,
         selection: &Selection,
         prompt: &Prompt,
-    ) -> Result<(Selection, crate::provider::ChatStream)> {
-        let primary = self.try_open(&selection.model, prompt).await;
+        estimate: i64,
+    ) -> Result<(Selection, crate::provider::ChatStream, Hold)> {
+        let primary = self.try_open(&selection.model, prompt, estimate).await;
         let primary_error = match primary {
-            Ok(stream) => return Ok((selection.clone(), stream)),
+            Ok((stream, hold)) => return Ok((selection.clone(), stream, hold)),
             Err(error) => error,
         };
         let fallback = &self.config.routing.fallback_model;
@@ -227,18 +238,14 @@ impl Engine {
         if !retryable || fallback.is_empty() || fallback == &selection.model {
             return Err(primary_error);
         }
-        let provider = fallback.split('/').next().unwrap_or_default().to_owned();
-        if let Err(error) = self
-            .check_budget(
-                Subject::Provider(provider.clone()),
-                self.config.budgets.default_provider_monthly_tokens,
-            )
-            .await
-        {
-            tracing::warn!(%error, "fallback provider over budget; not used");
-            return Err(primary_error);
-        }
-        let stream = self.try_open(fallback, prompt).await?;
+        let (stream, hold) = match self.try_open(fallback, prompt, estimate).await {
+            Ok(opened) => opened,
+            Err(error @ LlmError::BudgetExhausted { .. }) => {
+                tracing::warn!(%error, "fallback provider over budget; not used");
+                return Err(primary_error);
+            }
+            Err(error) => return Err(error),
+        };
         let explanation =
             format!("{} was unavailable ({primary_error}); fell back to {fallback}", selection.model);
         Ok((
@@ -250,29 +257,41 @@ impl Engine {
                 expected_success: None,
             },
             stream,
+            hold,
         ))
     }
 
-    async fn try_open(&self, model: &str, prompt: &Prompt) -> Result<crate::provider::ChatStream> {
+    /// Opens a chat stream on `model`'s provider, holding `estimate` tokens of its budget
+    /// when it is a cloud provider.
+    async fn try_open(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        estimate: i64,
+    ) -> Result<(crate::provider::ChatStream, Hold)> {
         let (provider_name, name) =
             model.split_once('/').ok_or_else(|| LlmError::invalid("model", "malformed model id"))?;
         let provider = self
             .provider(provider_name)
             .ok_or_else(|| LlmError::Unavailable(format!("provider {provider_name} is not configured")))?;
+        // Before the breaker: letting a call through a half-open breaker takes its one trial.
+        let hold = self.reserve_provider(provider_name, estimate).await?;
         let breaker = self.breakers.get(provider_name);
         if breaker.is_some_and(|b| !b.allow(Instant::now())) {
+            hold.release().await;
             return Err(LlmError::Unavailable(format!(
                 "provider {provider_name} is failing; its circuit breaker is open"
             )));
         }
         match provider.chat(name, prompt).await {
-            Ok(stream) => Ok(stream),
+            Ok(stream) => Ok((stream, hold)),
             Err(error) => {
                 if error.counts_against_provider()
                     && let Some(breaker) = breaker
                 {
                     breaker.record_failure(Instant::now());
                 }
+                hold.release().await;
                 Err(error.into())
             }
         }
@@ -288,6 +307,7 @@ impl Engine {
         started: Instant,
         tx: mpsc::Sender<Result<Item>>,
         cacheable: bool,
+        hold: Hold,
     ) {
         let provider = selection.model.split('/').next().unwrap_or_default().to_owned();
         let mut text = String::new();
@@ -352,6 +372,9 @@ impl Engine {
         outcome.time_to_first_token = first_token;
         outcome.cost_micros = self.cost(&provider, outcome.input_tokens, outcome.output_tokens);
         let recorded = self.record(&caller, &call, &outcome, result, KIND_GENERATE).await;
+        // Released only now that the real tokens are charged, so the budget never looks freer
+        // than it is.
+        hold.release().await;
         if result == OUTCOME_SUCCESS
             && cacheable
             && let Some(cache) = &self.cache
@@ -362,7 +385,7 @@ impl Engine {
                 input_tokens: outcome.input_tokens,
                 output_tokens: outcome.output_tokens,
             };
-            cache.put(&outcome.model, &call.prompt, &entry).await;
+            cache.put(&cache_scope(&caller), &outcome.model, &call.prompt, &entry).await;
         }
         let last = match (failure, recorded) {
             (Some(error), _) => Err(LlmError::Provider(error)),
@@ -417,7 +440,7 @@ impl Engine {
             complexity: call.features.complexity as i16,
             language: call.features.language as i16,
         };
-        let event = crate::events::inference_completed(&crate::grpc::usage_record(&usage));
+        let event = crate::events::inference_completed(&crate::convert::usage_record(&usage));
         store::insert_usage(&self.pool, &usage, event).await?;
         Ok(())
     }
@@ -432,11 +455,19 @@ impl Engine {
     ) -> Result<(String, crate::provider::Embeddings)> {
         let started = Instant::now();
         let selection = self.select(caller, model, Features::default(), None, true).await?;
-        self.check_user_budget(caller).await?;
         let (provider_name, name) = selection.model.split_once('/').unwrap_or_default();
         let provider = self
             .provider(provider_name)
             .ok_or_else(|| LlmError::Unavailable(format!("provider {provider_name} is not configured")))?;
+        let estimate: i64 = inputs.iter().map(|i| estimate_tokens(i)).sum();
+        let mut hold = self.reserve_user(caller, estimate).await?;
+        match self.reserve_provider(provider_name, estimate).await {
+            Ok(provider_hold) => hold.merge(provider_hold),
+            Err(error) => {
+                hold.release().await;
+                return Err(error);
+            }
+        }
         let embedded = provider.embed(name, inputs).await;
         let call = Call {
             prompt: Prompt { messages: Vec::new(), options: Default::default() },
@@ -461,8 +492,19 @@ impl Engine {
             usage_id: Uuid::now_v7(),
         };
         let result = if embedded.is_ok() { OUTCOME_SUCCESS } else { OUTCOME_ERROR };
-        self.record(caller, &call, &outcome, result, KIND_EMBED).await?;
+        let recorded = self.record(caller, &call, &outcome, result, KIND_EMBED).await;
+        hold.release().await;
+        recorded?;
         Ok((outcome.model, embedded?))
+    }
+}
+
+/// Whose cache entries a call may read and write: its effective user's, or the calling
+/// service's own when it acts for nobody (prefixed, so a user named like a service is not it).
+fn cache_scope(caller: &Caller) -> String {
+    match caller.user_id() {
+        Some(user) => format!("user:{user}"),
+        None => format!("service:{}", caller.subject),
     }
 }
 
@@ -479,30 +521,4 @@ pub(crate) fn scope_keys(features: &Features) -> Vec<String> {
 /// could not report counts (a cancelled or failed stream).
 pub(crate) fn estimate_tokens(text: &str) -> i64 {
     (text.chars().count() as i64 + 3) / 4
-}
-
-pub(crate) fn finish_to_i32(finish: Finish) -> i32 {
-    match finish {
-        Finish::Stop => 1,
-        Finish::Length => 2,
-        Finish::ContentFilter => 3,
-    }
-}
-
-fn finish_from_i32(value: i32) -> Finish {
-    match value {
-        2 => Finish::Length,
-        3 => Finish::ContentFilter,
-        _ => Finish::Stop,
-    }
-}
-
-pub(crate) fn reason_to_i16(reason: Reason) -> i16 {
-    match reason {
-        Reason::Explicit => 1,
-        Reason::AbTest => 2,
-        Reason::Learned => 3,
-        Reason::Default => 4,
-        Reason::Fallback => 5,
-    }
 }

@@ -15,8 +15,12 @@ pub enum LlmError {
     NotFound { kind: &'static str, id: String },
     #[error("no model is available for this call")]
     NoModel,
-    #[error("{subject} has used {used} of {limit} tokens this month")]
-    BudgetExhausted { subject: String, limit: i64, used: i64, resets_in: Duration },
+    /// `used` counts the tokens charged this month and those held by calls in flight;
+    /// `needed` is what this call would have reserved.
+    #[error(
+        "{subject} has used or reserved {used} of {limit} tokens this month; this call needs up to {needed}"
+    )]
+    BudgetExhausted { subject: String, limit: i64, used: i64, needed: i64, resets_in: Duration },
     #[error("{0}")]
     Unavailable(String),
     #[error("{1}")]
@@ -67,13 +71,16 @@ impl From<LlmError> for Status {
             LlmError::NoModel => {
                 error::unavailable("NO_MODEL", "no model is available for this call", PROVIDER_RETRY)
             }
-            LlmError::BudgetExhausted { subject, limit, used, resets_in } => StatusBuilder::new(
+            LlmError::BudgetExhausted { subject, limit, used, needed, resets_in } => StatusBuilder::new(
                 Code::ResourceExhausted,
                 "BUDGET_EXHAUSTED",
-                format!("{subject} has used {used} of {limit} tokens this month"),
+                format!(
+                    "{subject} has used or reserved {used} of {limit} tokens this month; this call needs up to {needed}"
+                ),
             )
             .metadata("limit", limit.to_string())
             .metadata("used", used.to_string())
+            .metadata("needed", needed.to_string())
             .retry_after(resets_in)
             .build(),
             LlmError::Unavailable(message) => {

@@ -1,15 +1,16 @@
 //! gRPC handlers: validate, authorize, delegate to the engine and stores, convert.
 
-use crate::engine::{Call, Engine, Item, Outcome, finish_to_i32, reason_to_i16};
+use crate::convert::{finish_to_i32, reason, reason_to_i16};
+use crate::engine::{Call, Engine, Item, Outcome};
 use crate::error::LlmError;
 use crate::request;
-use crate::selection::{Features, Reason};
-use crate::store::Usage;
+use crate::selection::Features;
 use crate::{ab_api, convert, usage_api};
 use codingagent_kernel::error::FieldViolation;
 use codingagent_kernel::identity::{Caller, caller};
 use codingagent_kernel::pagination;
-use codingagent_proto::codingagent::common::v1::{Actor, ActorKind, TokenUsage};
+use codingagent_kernel::validate;
+use codingagent_proto::codingagent::common::v1::TokenUsage;
 use codingagent_proto::codingagent::llm::v1 as pb;
 use codingagent_proto::codingagent::llm::v1::llm_service_server::LlmService;
 use futures::Stream;
@@ -60,6 +61,7 @@ fn call(
     {
         violations.push(FieldViolation::new("task_features.context_tokens", "must not be negative"));
     }
+    violations.extend(request::texts(&[("task_id", task_id), ("ab_subject_id", subject)]));
     match prompt {
         Some(prompt) if violations.is_empty() => Ok(Call {
             prompt,
@@ -87,45 +89,6 @@ fn result(outcome: &Outcome) -> pb::GenerationResult {
         usage_record_id: outcome.usage_id.to_string(),
         ab_test_id: outcome.selection.ab.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
         ab_variant_id: outcome.selection.ab.as_ref().map(|a| a.1.clone()).unwrap_or_default(),
-    }
-}
-
-/// A stored usage row as the contract's record.
-pub(crate) fn usage_record(usage: &Usage) -> pb::UsageRecord {
-    pb::UsageRecord {
-        id: usage.id.to_string(),
-        create_time: Some(convert::timestamp(usage.created_at)),
-        caller: Some(Actor {
-            kind: if usage.caller_kind == 1 { ActorKind::User } else { ActorKind::Service } as i32,
-            id: usage.caller_id.clone(),
-        }),
-        user_id: usage.user_id.clone().unwrap_or_default(),
-        task_id: usage.task_id.clone().unwrap_or_default(),
-        model: usage.model.clone(),
-        provider: usage.provider.clone(),
-        kind: i32::from(usage.kind),
-        outcome: i32::from(usage.outcome),
-        usage: Some(TokenUsage { input_tokens: usage.input_tokens, output_tokens: usage.output_tokens }),
-        latency: Some(convert::duration(std::time::Duration::from_millis(usage.latency_ms.max(0) as u64))),
-        time_to_first_token: usage
-            .ttft_ms
-            .map(|ms| convert::duration(std::time::Duration::from_millis(ms.max(0) as u64))),
-        cost: Some(convert::usd(usage.cost_micros)),
-        cache_hit: usage.cache_hit,
-        selection_reason: i32::from(usage.selection_reason),
-        ab_test_id: usage.ab_test_id.map(|id| id.to_string()).unwrap_or_default(),
-        ab_variant_id: usage.ab_variant_id.clone().unwrap_or_default(),
-        finish_reason: i32::from(usage.finish_reason),
-    }
-}
-
-fn reason(reason: Reason) -> pb::SelectionReason {
-    match reason {
-        Reason::Explicit => pb::SelectionReason::Explicit,
-        Reason::AbTest => pb::SelectionReason::AbTest,
-        Reason::Learned => pb::SelectionReason::Learned,
-        Reason::Default => pb::SelectionReason::HardwareDefault,
-        Reason::Fallback => pb::SelectionReason::Fallback,
     }
 }
 
@@ -211,6 +174,8 @@ impl LlmService for Handlers {
             if length == 0 || length > 32_000 {
                 violations
                     .push(FieldViolation::new(format!("inputs[{index}]"), "must be 1..32,000 characters"));
+            } else if let Err(violation) = validate::text(&format!("inputs[{index}]"), input) {
+                violations.push(violation);
             }
         }
         if !r.model.is_empty()
@@ -218,6 +183,7 @@ impl LlmService for Handlers {
         {
             violations.push(violation);
         }
+        violations.extend(request::texts(&[("task_id", &r.task_id)]));
         if !violations.is_empty() {
             return Err(LlmError::Invalid(violations).into());
         }
@@ -240,6 +206,10 @@ impl LlmService for Handlers {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         caller(&request)?;
         let r = request.into_inner();
+        let invalid = request::texts(&[("provider", &r.provider)]);
+        if !invalid.is_empty() {
+            return Err(LlmError::Invalid(invalid).into());
+        }
         let limit = pagination::page_size(r.page_size, 100, 1_000)?;
         let after: Option<String> = pagination::decode(&r.page_token)?;
         let capability =
@@ -287,6 +257,10 @@ impl LlmService for Handlers {
         let r = request.into_inner();
         if r.name.is_empty() || r.name.len() > 200 {
             return Err(LlmError::invalid("name", "must be 1..200 characters").into());
+        }
+        let invalid = request::texts(&[("name", &r.name), ("provider", &r.provider)]);
+        if !invalid.is_empty() {
+            return Err(LlmError::Invalid(invalid).into());
         }
         let provider_name = if r.provider.is_empty() { "ollama".to_owned() } else { r.provider.clone() };
         let provider = self
@@ -417,8 +391,15 @@ impl LlmService for Handlers {
     ) -> Result<Response<pb::SelectModelResponse>, Status> {
         let caller = caller(&request)?.clone();
         let r = request.into_inner();
-        if !r.model.is_empty() {
-            request::model_id("model", &r.model).map_err(|v| LlmError::Invalid(vec![v]))?;
+        let mut invalid = Vec::new();
+        if !r.model.is_empty()
+            && let Err(violation) = request::model_id("model", &r.model)
+        {
+            invalid.push(violation);
+        }
+        invalid.extend(request::texts(&[("task_id", &r.task_id), ("ab_subject_id", &r.ab_subject_id)]));
+        if !invalid.is_empty() {
+            return Err(LlmError::Invalid(invalid).into());
         }
         let embedding = r.capability == pb::ModelCapability::Embedding as i32;
         let subject = non_empty(&r.ab_subject_id).or_else(|| non_empty(&r.task_id));

@@ -8,6 +8,7 @@
 mod ab_api;
 pub mod abtest;
 pub mod breaker;
+mod budget;
 pub mod cache;
 pub mod config;
 mod convert;
@@ -46,27 +47,32 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {
     codingagent_kernel::service::run("llm", &args, serve).await
 }
 
-fn providers(config: &Config) -> Vec<Arc<dyn Provider>> {
+/// The configured providers; one whose HTTP client cannot be built stops start-up.
+fn providers(config: &Config) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
     if let Some(ollama) = &config.ollama {
-        providers.push(Arc::new(Ollama::new(
+        let provider = Ollama::new(
             "ollama",
             &ollama.base_url,
             Duration::from_millis(ollama.connect_timeout_ms),
             Duration::from_millis(ollama.idle_timeout_ms),
-        )));
+        )
+        .context("http client for provider ollama")?;
+        providers.push(Arc::new(provider));
     }
     for openai in &config.openai {
-        providers.push(Arc::new(OpenAi::new(
+        let provider = OpenAi::new(
             &openai.name,
             &openai.base_url,
             openai.api_key.clone(),
             openai.cloud,
             Duration::from_millis(openai.connect_timeout_ms),
             Duration::from_millis(openai.idle_timeout_ms),
-        )));
+        )
+        .with_context(|| format!("http client for provider {}", openai.name))?;
+        providers.push(Arc::new(provider));
     }
-    providers
+    Ok(providers)
 }
 
 /// Serves the llm service on `listener` until `shutdown`, then stops in order: health, calls
@@ -78,7 +84,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         // Events wait in the outbox until Kafka is back; starting is still useful.
         tracing::warn!(%error, "cannot create kafka topics now");
     }
-    let providers = providers(&config);
+    let providers = providers(&config)?;
     let registry = registry::Registry::load(&pool, &providers).await?;
     let cache = if config.cache.enabled {
         Some(cache::Cache::new(

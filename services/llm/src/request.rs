@@ -2,6 +2,7 @@
 //! documents is checked here, and all violations are reported together.
 
 use codingagent_kernel::error::FieldViolation;
+use codingagent_kernel::validate;
 use codingagent_proto::codingagent::llm::v1 as pb;
 use serde::Serialize;
 
@@ -88,9 +89,14 @@ pub fn prompt(
                 field("content"),
                 format!("at most {MAX_CONTENT_CHARS} characters"),
             ));
+        } else if let Err(violation) = validate::text(&field("content"), &message.content) {
+            violations.push(violation);
         }
         if role == Some(Role::Tool) && message.name.is_empty() {
             violations.push(FieldViolation::new(field("name"), "tool messages name their tool"));
+        }
+        if let Err(violation) = validate::text(&field("name"), &message.name) {
+            violations.push(violation);
         }
         if let Some(role) = role {
             let name = (!message.name.is_empty()).then(|| message.name.clone());
@@ -131,6 +137,8 @@ fn validate_options(options: &pb::GenerationOptions, violations: &mut Vec<FieldV
                 format!("options.stop[{index}]"),
                 format!("must be 1..{MAX_STOP_CHARS} characters"),
             ));
+        } else if let Err(violation) = validate::text(&format!("options.stop[{index}]"), stop) {
+            violations.push(violation);
         }
     }
     let json = match pb::ResponseFormat::try_from(options.response_format) {
@@ -153,6 +161,7 @@ fn validate_options(options: &pb::GenerationOptions, violations: &mut Vec<FieldV
 
 /// A model id is `<provider>/<name>`; the name may itself contain slashes and colons.
 pub fn model_id(field: &str, id: &str) -> Result<(String, String), FieldViolation> {
+    validate::text(field, id)?;
     match id.split_once('/') {
         Some((provider, name)) if !provider.is_empty() && !name.is_empty() && id.len() <= 256 => {
             Ok((provider.to_owned(), name.to_owned()))
@@ -162,6 +171,11 @@ pub fn model_id(field: &str, id: &str) -> Result<(String, String), FieldViolatio
             "must be `<provider>/<model name>`, e.g. `ollama/qwen2.5-coder:7b`",
         )),
     }
+}
+
+/// Violations of the free-text rule (no NUL or other control characters) among `fields`.
+pub fn texts(fields: &[(&str, &str)]) -> Vec<FieldViolation> {
+    fields.iter().filter_map(|(field, value)| validate::text(field, value).err()).collect()
 }
 
 #[cfg(test)]
@@ -216,6 +230,19 @@ mod tests {
         assert!(prompt(&[user("hi")], Some(&zero)).unwrap().options.is_deterministic());
         let warm = pb::GenerationOptions { temperature: Some(0.7), ..Default::default() };
         assert!(!prompt(&[user("hi")], Some(&warm)).unwrap().options.is_deterministic());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_text_field() {
+        let tool =
+            pb::ChatMessage { role: pb::Role::Tool as i32, content: "4\u{1}2".into(), name: "calc\0".into() };
+        let options = pb::GenerationOptions { stop: vec!["\0".into()], ..Default::default() };
+        assert_eq!(
+            fields(prompt(&[user("hi\0"), tool], Some(&options))),
+            ["messages[0].content", "messages[1].content", "messages[1].name", "options.stop[0]"]
+        );
+        assert!(prompt(&[user("tabs\tand\nnewlines\r\n are text")], None).is_ok());
+        assert!(model_id("model", "ollama/qwen\0").is_err());
     }
 
     #[test]

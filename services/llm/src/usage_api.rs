@@ -2,14 +2,16 @@
 //! need the operator role.
 
 use crate::convert;
+use crate::convert::usage_record;
 use crate::engine::Engine;
 use crate::error::LlmError;
-use crate::grpc::usage_record;
+use crate::request::texts;
 use crate::store::{self, Aggregate, Subject, UsageFilter};
 use codingagent_kernel::error::permission_denied;
 use codingagent_kernel::idempotency::{self, Key};
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::pagination;
+use codingagent_kernel::validate;
 use codingagent_proto::codingagent::common::v1::TokenUsage;
 use codingagent_proto::codingagent::llm::v1 as pb;
 use std::time::Duration;
@@ -61,6 +63,15 @@ pub(crate) async fn list(
     caller: &Caller,
     r: pb::ListUsageRequest,
 ) -> Result<pb::ListUsageResponse, Status> {
+    let invalid = texts(&[
+        ("user_id", &r.user_id),
+        ("model", &r.model),
+        ("provider", &r.provider),
+        ("task_id", &r.task_id),
+    ]);
+    if !invalid.is_empty() {
+        return Err(LlmError::Invalid(invalid).into());
+    }
     let limit = pagination::page_size(r.page_size, 100, 1_000)?;
     let after: Option<(chrono::DateTime<chrono::Utc>, Uuid)> = pagination::decode(&r.page_token)?;
     let (start, end) = time_range(r.start_time.as_ref(), r.end_time.as_ref())?;
@@ -94,6 +105,10 @@ pub(crate) async fn summary(
     caller: &Caller,
     r: pb::GetUsageSummaryRequest,
 ) -> Result<pb::GetUsageSummaryResponse, Status> {
+    let invalid = texts(&[("user_id", &r.user_id), ("provider", &r.provider)]);
+    if !invalid.is_empty() {
+        return Err(LlmError::Invalid(invalid).into());
+    }
     let (start, end) = time_range(r.start_time.as_ref(), r.end_time.as_ref())?;
     let filter = UsageFilter {
         user_id: user_scope(caller, &r.user_id)?,
@@ -138,6 +153,12 @@ fn subject(caller: &Caller, subject: Option<&pb::BudgetSubject>, reading: bool) 
         }
         Some(S::Provider(provider)) if provider.is_empty() => {
             return Err(LlmError::invalid("subject.provider", "must not be empty").into());
+        }
+        Some(S::UserId(user)) if let Err(violation) = validate::text("subject.user_id", user) => {
+            return Err(LlmError::Invalid(vec![violation]).into());
+        }
+        Some(S::Provider(provider)) if let Err(violation) = validate::text("subject.provider", provider) => {
+            return Err(LlmError::Invalid(vec![violation]).into());
         }
         Some(S::UserId(user)) => Subject::User(user.clone()),
         Some(S::Provider(provider)) => Subject::Provider(provider.clone()),

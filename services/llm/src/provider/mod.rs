@@ -106,13 +106,18 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
 /// An HTTP client with the timeouts every provider needs: connecting is quick or the
 /// provider is down; a request as a whole may take long (generation), but never silently
-/// forever, so each read must make progress.
-pub(crate) fn http_client(connect: Duration, idle: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(connect)
-        .read_timeout(idle)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+/// forever, so each read must make progress. A client that cannot be built is an error for
+/// start-up to report, never a fallback to one without these timeouts.
+pub(crate) fn http_client(connect: Duration, idle: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    with_timeouts(reqwest::Client::builder(), connect, idle)
+}
+
+fn with_timeouts(
+    builder: reqwest::ClientBuilder,
+    connect: Duration,
+    idle: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    builder.connect_timeout(connect).read_timeout(idle).build()
 }
 
 /// Sends a request, retrying once when it failed before the server could have processed it:
@@ -153,4 +158,20 @@ pub(crate) fn require_done(
         }
         yield Err(ProviderError::Stream("the provider closed the stream before finishing".into()));
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_cannot_be_built_is_an_error_not_one_without_timeouts() {
+        let second = Duration::from_secs(1);
+        assert!(http_client(second, second).is_ok());
+        // No TLS version left to speak: building fails, and so must the provider's client.
+        let impossible = reqwest::Client::builder()
+            .min_tls_version(reqwest::tls::Version::TLS_1_3)
+            .max_tls_version(reqwest::tls::Version::TLS_1_2);
+        assert!(with_timeouts(impossible, second, second).is_err());
+    }
 }

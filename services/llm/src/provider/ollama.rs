@@ -21,12 +21,17 @@ pub struct Ollama {
 
 impl Ollama {
     /// `base_url` like `http://127.0.0.1:11434`; `idle` bounds the wait for each chunk.
-    pub fn new(name: &str, base_url: &str, connect: Duration, idle: Duration) -> Self {
-        Self {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        connect: Duration,
+        idle: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
             name: name.to_owned(),
             base_url: base_url.trim_end_matches('/').to_owned(),
-            http: http_client(connect, idle),
-        }
+            http: http_client(connect, idle)?,
+        })
     }
 
     fn url(&self, path: &str) -> String {

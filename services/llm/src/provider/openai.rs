@@ -32,14 +32,14 @@ impl OpenAi {
         cloud: bool,
         connect: Duration,
         idle: Duration,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
             name: name.to_owned(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
             cloud,
-            http: http_client(connect, idle),
-        }
+            http: http_client(connect, idle)?,
+        })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

@@ -2,6 +2,7 @@
 
 use crate::harness::{Llm, Setup, fresh_prompt, options, user_message};
 use crate::ollama::{MODEL, chunk, done, mount_chat, ndjson, ollama_with_model};
+use codingagent_llm::config::CloudModelAccess;
 use codingagent_proto::codingagent::llm::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -208,5 +209,154 @@ async fn model_listing_paginates() {
     assert_eq!(second.models.len(), 1);
     assert_ne!(second.models[0].id, first.models[0].id);
     assert!(second.next_page_token.is_empty(), "two models, two pages");
+    llm.stop().await;
+}
+
+/// The real local model server, registered as a cloud provider.
+const CLOUD: &str = "cloud/gemma-3-270m";
+
+fn cloud_call() -> pb::GenerateOnceRequest {
+    pb::GenerateOnceRequest {
+        messages: fresh_prompt("Say hello"),
+        model: CLOUD.into(),
+        options: options(0.5, 2),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn only_operators_may_pick_a_cloud_model_unless_configured_otherwise() {
+    let setup = Setup { cloud_fallback: true, ..Setup::default() };
+    let llm = Llm::start(setup, wiremock::MockServer::start().await).await;
+    let mut alice = llm.user("alice").await;
+    let denied = alice.generate_once(cloud_call()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert_eq!(denied.get_error_details().error_info().unwrap().reason, "CLOUD_MODEL_NOT_ALLOWED");
+    let embed = pb::EmbedRequest { model: CLOUD.into(), inputs: vec!["x".into()], ..Default::default() };
+    assert_eq!(alice.embed(embed).await.unwrap_err().code(), Code::PermissionDenied);
+    let select = pb::SelectModelRequest { model: CLOUD.into(), ..Default::default() };
+    assert_eq!(alice.select_model(select).await.unwrap_err().code(), Code::PermissionDenied);
+    llm.operator().await.generate_once(cloud_call()).await.unwrap();
+    llm.stop().await;
+
+    let everyone = Setup {
+        cloud_fallback: true,
+        configure: Some(|c| c.routing.explicit_cloud_models = CloudModelAccess::Everyone),
+        ..Setup::default()
+    };
+    let llm = Llm::start(everyone, wiremock::MockServer::start().await).await;
+    llm.user("alice").await.generate_once(cloud_call()).await.unwrap();
+    llm.stop().await;
+
+    let nobody = Setup {
+        cloud_fallback: true,
+        configure: Some(|c| c.routing.explicit_cloud_models = CloudModelAccess::Nobody),
+        ..Setup::default()
+    };
+    let llm = Llm::start(nobody, wiremock::MockServer::start().await).await;
+    let denied = llm.operator().await.generate_once(cloud_call()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "not even operators: {denied:?}");
+    llm.stop().await;
+}
+
+#[tokio::test]
+async fn a_cached_answer_never_tells_one_user_what_another_asked() {
+    let ollama = ollama_with_model().await;
+    mount_chat(&ollama, ndjson(&[chunk("cached"), done("stop", 5, 1)])).await;
+    let llm = Llm::start(Setup::default(), ollama).await;
+    let (mut alice, mut bob) = (llm.user("alice").await, llm.user("bob").await);
+    let prompt = fresh_prompt("what is in the quarterly report?");
+    let deterministic = || pb::GenerateOnceRequest {
+        messages: prompt.clone(),
+        model: MODEL.into(),
+        options: options(0.0, 16),
+        ..Default::default()
+    };
+    let hit = |response: pb::GenerateOnceResponse| response.result.unwrap().cache_hit;
+
+    assert!(!hit(alice.generate_once(deterministic()).await.unwrap().into_inner()));
+    assert!(
+        hit(alice.generate_once(deterministic()).await.unwrap().into_inner()),
+        "alice's repeat is cached"
+    );
+    assert!(!hit(bob.generate_once(deterministic()).await.unwrap().into_inner()), "bob's first ask is not");
+    assert_eq!(llm.ollama_calls("/api/chat").await, 2, "bob's ask reached the provider");
+    assert!(hit(bob.generate_once(deterministic()).await.unwrap().into_inner()), "bob's own repeat is");
+    llm.stop().await;
+}
+
+#[tokio::test]
+async fn control_characters_in_any_free_text_are_invalid_argument() {
+    let ollama = ollama_with_model().await;
+    mount_chat(&ollama, ndjson(&[chunk("x"), done("stop", 3, 1)])).await;
+    let llm = Llm::start(Setup::default(), ollama).await;
+    let mut alice = llm.user("alice").await;
+    let mut ops = llm.operator().await;
+    let invalid = |status: tonic::Status| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        fields(&status)
+    };
+
+    let nul = pb::GenerateOnceRequest {
+        messages: vec![user_message("hello\0world")],
+        model: MODEL.into(),
+        options: options(0.5, 8),
+        ..Default::default()
+    };
+    assert_eq!(invalid(alice.generate_once(nul).await.unwrap_err()), ["messages[0].content"]);
+    assert_eq!(llm.ollama_calls("/api/chat").await, 0, "nothing reached the provider");
+
+    let message = |role: pb::Role, content: &str, name: &str| pb::ChatMessage {
+        role: role as i32,
+        content: content.into(),
+        name: name.into(),
+    };
+    let everywhere = pb::GenerateRequest {
+        messages: vec![
+            message(pb::Role::System, "be\u{1}brief", ""),
+            message(pb::Role::Tool, "42", "calc\0"),
+        ],
+        model: "ollama/qwen\0".into(),
+        options: Some(pb::GenerationOptions { stop: vec!["\u{3}".into()], ..Default::default() }),
+        task_id: "task\0".into(),
+        ab_subject_id: "subject\u{7f}".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        invalid(alice.generate(everywhere).await.unwrap_err()),
+        ["messages[0].content", "messages[1].name", "options.stop[0]", "model", "task_id", "ab_subject_id"]
+    );
+    let embed = pb::EmbedRequest { inputs: vec!["fn\0".into()], task_id: "t\0".into(), ..Default::default() };
+    assert_eq!(invalid(alice.embed(embed).await.unwrap_err()), ["inputs[0]", "task_id"]);
+    let select =
+        pb::SelectModelRequest { task_id: "t\0".into(), ab_subject_id: "s\0".into(), ..Default::default() };
+    assert_eq!(invalid(alice.select_model(select).await.unwrap_err()), ["task_id", "ab_subject_id"]);
+    let usage = pb::ListUsageRequest { model: "m\0".into(), task_id: "t\0".into(), ..Default::default() };
+    assert_eq!(invalid(alice.list_usage(usage).await.unwrap_err()), ["model", "task_id"]);
+    let nul_user = pb::BudgetSubject { subject: Some(pb::budget_subject::Subject::UserId("bo\0b".into())) };
+    let budget =
+        pb::SetBudgetRequest { subject: Some(nul_user), monthly_token_limit: 1, ..Default::default() };
+    assert_eq!(invalid(ops.set_budget(budget).await.unwrap_err()), ["subject.user_id"]);
+    let test = pb::AbTest {
+        name: "name\0".into(),
+        description: "about\u{2}".into(),
+        variants: vec![
+            pb::AbVariant { id: "a\0".into(), model: MODEL.into(), weight: 1 },
+            pb::AbVariant { id: "b".into(), model: MODEL.into(), weight: 1 },
+        ],
+        ..Default::default()
+    };
+    let create = pb::CreateAbTestRequest { ab_test: Some(test), request_id: "r\0".into() };
+    assert_eq!(
+        invalid(ops.create_ab_test(create).await.unwrap_err()),
+        ["ab_test.name", "ab_test.description", "ab_test.variants[0].id", "request_id"]
+    );
+    let outcome = pb::RecordAbOutcomeRequest {
+        ab_test_id: uuid::Uuid::new_v4().to_string(),
+        subject_id: "s\0".into(),
+        request_id: "r\0".into(),
+        ..Default::default()
+    };
+    assert_eq!(invalid(ops.record_ab_outcome(outcome).await.unwrap_err()), ["subject_id", "request_id"]);
     llm.stop().await;
 }

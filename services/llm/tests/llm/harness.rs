@@ -40,6 +40,8 @@ pub(crate) struct Setup {
     pub(crate) pull_default: bool,
     /// Talk to this Ollama instead of the double passed to `start`.
     pub(crate) ollama_url: Option<String>,
+    /// Changes the configuration last, after everything above.
+    pub(crate) configure: Option<fn(&mut Config)>,
 }
 
 impl Llm {
@@ -83,6 +85,9 @@ impl Llm {
                 ..OpenAiConfig::default()
             });
             config.routing.fallback_model = "cloud/gemma-3-270m".into();
+        }
+        if let Some(configure) = setup.configure {
+            configure(&mut config);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod authorization;
+mod budgets;
 mod cancellation;
 mod catalogue;
 mod harness;

@@ -54,9 +54,11 @@ async fn a_user_over_budget_is_refused_before_any_provider_call() {
     let ollama = ollama_with_model().await;
     mount_chat(&ollama, ndjson(&[chunk("ok"), done("stop", 20, 5)])).await;
     let llm = Llm::start(Setup::default(), ollama).await;
+    // A call reserves its prompt (about 11 tokens) and its max_tokens (16) before it runs: 30
+    // fits the first call, and not a second one after the first was charged 25.
     let budget = pb::SetBudgetRequest {
         subject: Some(pb::BudgetSubject { subject: Some(pb::budget_subject::Subject::UserId("bob".into())) }),
-        monthly_token_limit: 10,
+        monthly_token_limit: 30,
         ..Default::default()
     };
     llm.operator().await.set_budget(budget).await.unwrap();
@@ -72,7 +74,7 @@ async fn a_user_over_budget_is_refused_before_any_provider_call() {
     assert_eq!(llm.ollama_calls("/api/chat").await, 1, "no provider call for a refused request");
 
     let own = bob.get_budget(pb::GetBudgetRequest::default()).await.unwrap().into_inner().budget.unwrap();
-    assert_eq!((own.monthly_token_limit, own.used_tokens), (10, 25));
+    assert_eq!((own.monthly_token_limit, own.used_tokens), (30, 25));
     // Another user is unaffected.
     llm.user("carol").await.generate_once(once(&fresh_prompt("third"), 0.5)).await.unwrap();
     llm.stop().await;
