@@ -28,10 +28,10 @@ pub use config::Config;
 
 use anyhow::Context;
 use codingagent_kernel::config::ConfigArgs;
-use codingagent_kernel::kafka::{Relay, topics};
+use codingagent_kernel::kafka::topics;
 use codingagent_kernel::server::{Background, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
-use codingagent_kernel::{CancellationToken, db, retention};
+use codingagent_kernel::{CancellationToken, db};
 use codingagent_proto::codingagent::chat::v1::chat_service_server::ChatServiceServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +68,6 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         attachments,
     });
 
-    let relay = Relay::new(pool.clone(), &config.kafka, "chat")?.with_metrics(&metrics);
     let routes = http::routes(engine.clone());
     let service = ChatServiceServer::new(grpc::Handlers { engine: engine.clone() })
         .max_decoding_message_size(config.server.max_message_bytes)
@@ -79,8 +78,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         .descriptor_set(codingagent_proto::FILE_DESCRIPTOR_SET)
         .http_routes(routes)
         .check(db::check(pool.clone()))
-        .background(relay.task())
-        .background(retention::job(pool.clone(), &config.database.retention))
+        .outbox(&pool, &config.kafka)
+        .retention(&pool, &config.database)
         // Streams on other replicas hear of events only through the fan-out.
         .background(Background::required("fanout", move |stop| {
             let (fanout, redis) = (fanout.clone(), redis_config.clone());

@@ -130,6 +130,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codingagent_kernel::config::ServiceConfig;
     use codingagent_testkit::load_config;
 
     #[test]

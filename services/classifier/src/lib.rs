@@ -37,10 +37,10 @@ pub use retrain::SHIPPED_MODEL;
 
 use anyhow::Context;
 use codingagent_kernel::config::ConfigArgs;
-use codingagent_kernel::kafka::{InboxConsumer, Relay, topics};
+use codingagent_kernel::kafka::topics;
 use codingagent_kernel::server::{Background, DependencyCheck, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
-use codingagent_kernel::{CancellationToken, db, retention};
+use codingagent_kernel::{CancellationToken, db};
 use codingagent_proto::codingagent::classifier::v1::classifier_service_server::ClassifierServiceServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,15 +98,6 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         tracing::error!(%error, "the serving model does not load; classifying without the model stage");
     }
 
-    let relay = Relay::new(pool.clone(), &config.kafka, "classifier")?.with_metrics(&metrics);
-    let outcomes = InboxConsumer::task(
-        pool.clone(),
-        &config.kafka,
-        &config.task_outcomes_group,
-        &[topics::TASK],
-        outcomes::TaskOutcomes,
-        &metrics,
-    );
     let service = ClassifierServiceServer::new(grpc::Handlers { engine: engine.clone() })
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
@@ -117,9 +108,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         .http_routes(model_route(engine.clone()))
         .check(db::check(pool.clone()))
         .check(model_check(engine.clone()))
-        .background(relay.task())
-        .background(outcomes)
-        .background(retention::job(pool.clone(), &config.database.retention))
+        .outbox(&pool, &config.kafka)
+        .consumer(&pool, &config.kafka, &config.task_outcomes_group, &[topics::TASK], outcomes::TaskOutcomes)
+        .retention(&pool, &config.database)
         .background(Background::periodic(
             "follow-serving-model",
             Duration::from_millis(config.model_poll_ms),

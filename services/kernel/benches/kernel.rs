@@ -38,7 +38,14 @@ fn frame(c: &mut Criterion) {
     let caller = Caller::service_for("chat", "alice", Vec::new());
     let request = SleepRequest { millis: 0, payload: vec![7; 1024] };
     c.bench_function("idempotency/key_with_fingerprint_1kib", |b| {
-        b.iter(|| Key::new(black_box(&caller), "PostMessage", "0191d7a4-0000-7000-8000-000000000001", black_box(&request)))
+        b.iter(|| {
+            Key::new(
+                black_box(&caller),
+                "PostMessage",
+                "0191d7a4-0000-7000-8000-000000000001",
+                black_box(&request),
+            )
+        })
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -52,7 +59,8 @@ fn frame(c: &mut Criterion) {
             let mut request = http::Request::new(tonic::body::Body::empty());
             *request.uri_mut() = http::Uri::from_static("/grpc.health.v1.Health/Watch");
             request.extensions_mut().insert(caller.clone());
-            let response = runtime.block_on(async { limited.ready().await.unwrap().call(request).await.unwrap() });
+            let response =
+                runtime.block_on(async { limited.ready().await.unwrap().call(request).await.unwrap() });
             // Dropping the response body frees the slot, as a finished stream does.
             drop(black_box(response));
         })

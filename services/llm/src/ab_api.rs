@@ -12,7 +12,7 @@ use codingagent_kernel::error::FieldViolation;
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::pagination;
 use codingagent_kernel::{idempotency, validate};
-use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
+
 use codingagent_proto::codingagent::llm::v1 as pb;
 use tonic::Status;
 use uuid::Uuid;
@@ -337,10 +337,7 @@ pub(crate) async fn stop(
             store::promote_default(&mut tx, &key, &winning.model, test.id).await.map_err(LlmError::from)?;
         }
     }
-    let actor = Actor {
-        kind: if caller.is_service() { ActorKind::Service } else { ActorKind::User } as i32,
-        id: caller.subject.clone(),
-    };
+    let actor = caller.actor();
     let proto = to_proto(&stopped);
     crate::events::ab_test_concluded(&mut tx, actor, &proto, &results).await.map_err(LlmError::from)?;
     tx.commit().await.map_err(LlmError::from)?;

@@ -1,51 +1,20 @@
 //! The llm service's configuration (`CODINGAGENT_LLM__…`, `deploy/config/llm.example.toml`).
 
-use codingagent_kernel::config::{
-    Common, ConfigError, DatabaseConfig, IdentityConfig, KafkaConfig, RedisConfig, Secret, ServerConfig,
-    ServiceConfig, TelemetryConfig,
-};
+use codingagent_kernel::config::{ConfigError, Secret};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub telemetry: TelemetryConfig,
-    pub database: DatabaseConfig,
-    pub redis: RedisConfig,
-    pub kafka: KafkaConfig,
-    pub identity: IdentityConfig,
-    /// Local models through Ollama; unset disables it.
-    pub ollama: Option<OllamaConfig>,
-    /// OpenAI-compatible endpoints (cloud providers, or local llama.cpp/vLLM servers).
-    pub openai: Vec<OpenAiConfig>,
-    pub routing: RoutingConfig,
-    pub cache: CacheConfig,
-    pub budgets: BudgetConfig,
-    /// Consumer group reading task outcomes for the learned selector; replicas share it.
-    pub task_outcomes_group: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig {
-                listen_addr: SocketAddr::from(([127, 0, 0, 1], 50_053)),
-                ..ServerConfig::default()
-            },
-            telemetry: TelemetryConfig::default(),
-            database: DatabaseConfig::default(),
-            redis: RedisConfig::default(),
-            kafka: KafkaConfig::default(),
-            identity: IdentityConfig::default(),
-            ollama: Some(OllamaConfig::default()),
-            openai: Vec::new(),
-            routing: RoutingConfig::default(),
-            cache: CacheConfig::default(),
-            budgets: BudgetConfig::default(),
-            task_outcomes_group: "llm-task-outcomes".into(),
-        }
+codingagent_kernel::service_config! {
+    /// The llm service's settings.
+    pub struct Config("LLM", port 50_053) {
+        /// Local models through Ollama; unset disables it.
+        pub ollama: Option<OllamaConfig> = Some(OllamaConfig::default()),
+        /// OpenAI-compatible endpoints (cloud providers, or local llama.cpp/vLLM servers).
+        pub openai: Vec<OpenAiConfig> = Vec::new(),
+        pub routing: RoutingConfig = RoutingConfig::default(),
+        pub cache: CacheConfig = CacheConfig::default(),
+        pub budgets: BudgetConfig = BudgetConfig::default(),
+        /// Consumer group reading task outcomes for the learned selector; replicas share it.
+        pub task_outcomes_group: String = "llm-task-outcomes".into(),
     }
 }
 
@@ -210,17 +179,9 @@ impl Default for BudgetConfig {
     }
 }
 
-impl ServiceConfig for Config {
-    const ENV_NAME: &'static str = "LLM";
-
-    fn common(&self) -> Common<'_> {
-        Common::service(&self.server, &self.telemetry, &self.identity)
-            .database(&self.database)
-            .redis(&self.redis)
-            .kafka(&self.kafka)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
+impl Config {
+    /// The llm service's own rules; the kernel checks the shared sections.
+    fn check(&self) -> Result<(), ConfigError> {
         let mut names = Vec::new();
         if let Some(ollama) = &self.ollama {
             url("ollama.base_url", &ollama.base_url)?;
@@ -284,6 +245,7 @@ fn url(key: &str, value: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codingagent_kernel::config::ServiceConfig;
     use codingagent_testkit::load_config;
 
     #[test]

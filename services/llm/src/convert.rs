@@ -10,17 +10,7 @@ use codingagent_proto::codingagent::common::v1::{Actor, ActorKind, Money, TokenU
 use codingagent_proto::codingagent::llm::v1 as pb;
 use std::time::Duration;
 
-pub(crate) fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
-}
-
-pub(crate) fn now() -> prost_types::Timestamp {
-    timestamp(Utc::now())
-}
-
-pub(crate) fn duration(value: Duration) -> prost_types::Duration {
-    prost_types::Duration { seconds: value.as_secs() as i64, nanos: value.subsec_nanos() as i32 }
-}
+pub(crate) use codingagent_proto::helpers::{duration, now, timestamp};
 
 pub(crate) fn from_duration(value: &prost_types::Duration) -> Duration {
     Duration::from_secs(value.seconds.max(0) as u64) + Duration::from_nanos(value.nanos.max(0) as u64)
@@ -70,9 +60,12 @@ pub(crate) fn usage_record(usage: &Usage) -> pb::UsageRecord {
     pb::UsageRecord {
         id: usage.id.to_string(),
         create_time: Some(timestamp(usage.created_at)),
+        // Who made the call as the token said (the service, when one called for a user);
+        // `user_id` names the user it was for.
         caller: Some(Actor {
             kind: if usage.caller_kind == 1 { ActorKind::User } else { ActorKind::Service } as i32,
             id: usage.caller_id.clone(),
+            via: String::new(),
         }),
         user_id: usage.user_id.clone().unwrap_or_default(),
         task_id: usage.task_id.clone().unwrap_or_default(),

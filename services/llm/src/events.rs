@@ -3,13 +3,13 @@
 use crate::convert;
 use crate::registry::ProviderSync;
 use codingagent_kernel::kafka::{OutboxEvent, enqueue, topics};
-use codingagent_proto::codingagent::common::v1::{Actor, ActorKind};
+use codingagent_proto::codingagent::common::v1::Actor;
 use codingagent_proto::codingagent::events::v1::{AbTestConcluded, InferenceCompleted, ModelRegistryChanged};
 use codingagent_proto::codingagent::llm::v1 as pb;
 use sqlx::PgConnection;
 
 fn service_actor() -> Option<Actor> {
-    Some(Actor { kind: ActorKind::Service as i32, id: "llm".into() })
+    Some(Actor::service("llm"))
 }
 
 pub(crate) async fn registry_changed(

@@ -29,10 +29,10 @@ pub use config::Config;
 
 use anyhow::Context;
 use codingagent_kernel::config::ConfigArgs;
-use codingagent_kernel::kafka::{InboxConsumer, Relay, topics};
+use codingagent_kernel::kafka::topics;
 use codingagent_kernel::server::{Background, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
-use codingagent_kernel::{CancellationToken, db, retention};
+use codingagent_kernel::{CancellationToken, db};
 use codingagent_proto::codingagent::llm::v1::llm_service_server::LlmServiceServer;
 use provider::{Provider, ollama::Ollama, openai::OpenAi};
 use std::sync::Arc;
@@ -115,15 +115,6 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         hardware: hardware::Hardware::detect(),
     });
 
-    let relay = Relay::new(pool.clone(), &config.kafka, "llm")?.with_metrics(&metrics);
-    let outcomes = InboxConsumer::task(
-        pool.clone(),
-        &config.kafka,
-        &config.task_outcomes_group,
-        &[topics::TASK],
-        outcomes::TaskOutcomes,
-        &metrics,
-    );
     let service = LlmServiceServer::new(grpc::Handlers { engine: engine.clone() })
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
@@ -131,9 +122,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         .add_service(service)
         .descriptor_set(codingagent_proto::FILE_DESCRIPTOR_SET)
         .check(db::check(pool.clone()))
-        .background(relay.task())
-        .background(outcomes)
-        .background(retention::job(pool.clone(), &config.database.retention))
+        .outbox(&pool, &config.kafka)
+        .consumer(&pool, &config.kafka, &config.task_outcomes_group, &[topics::TASK], outcomes::TaskOutcomes)
+        .retention(&pool, &config.database)
         .background(Background::optional("registry-sync", move |stop| {
             let engine = engine.clone();
             async move {

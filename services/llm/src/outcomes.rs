@@ -3,7 +3,8 @@
 
 use crate::store;
 use codingagent_kernel::kafka::{EventHandler, HandlerError, ReceivedEvent};
-use codingagent_proto::codingagent::events::v1::{TaskExecutionSummary, TaskFailed, TaskSucceeded};
+use codingagent_proto::codingagent::events::v1::TaskExecutionSummary;
+use codingagent_proto::helpers::TaskOutcome;
 use sqlx::PgConnection;
 
 #[derive(Debug, Clone, Copy)]
@@ -11,14 +12,11 @@ pub(crate) struct TaskOutcomes;
 
 impl EventHandler for TaskOutcomes {
     async fn handle(&self, conn: &mut PgConnection, event: &ReceivedEvent) -> Result<(), HandlerError> {
-        let (task_id, summary, success) = if event.is::<TaskSucceeded>() {
-            let e: TaskSucceeded = event.decode()?;
-            (e.task_id, e.summary, true)
-        } else if event.is::<TaskFailed>() {
-            let e: TaskFailed = event.decode()?;
-            (e.task_id, e.summary, false)
-        } else {
-            return Ok(()); // other task events carry nothing to learn from
+        // Other task events carry nothing to learn from.
+        let Some(TaskOutcome { task_id, succeeded: success, summary }) =
+            TaskOutcome::decode(&event.event_type, &event.payload).map_err(HandlerError::permanent)?
+        else {
+            return Ok(());
         };
         let Some(summary) = summary.filter(|s: &TaskExecutionSummary| !s.model.is_empty()) else {
             return Ok(());

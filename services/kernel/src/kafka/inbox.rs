@@ -199,9 +199,10 @@ impl InboxConsumer {
         H: EventHandler + Clone + 'static,
     {
         let dead_lettered = Counter::default();
-        metrics.register(
+        metrics.register_labelled(
             "inbox_dead_lettered",
             "Events set aside because their handler failed permanently",
+            ("consumer", name),
             dead_lettered.clone(),
         );
         let config = config.clone();

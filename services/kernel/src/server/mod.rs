@@ -134,6 +134,47 @@ impl ServiceHost {
         self
     }
 
+    /// The outbox relay of `pool`'s schema, a required task, reporting on this host's
+    /// metrics. A producer that cannot be created (a bad setting) keeps the task failing, so
+    /// the service is `NOT_SERVING` and says why, rather than serving without events.
+    pub fn outbox(self, pool: &sqlx::PgPool, kafka: &crate::config::KafkaConfig) -> Self {
+        let task = match crate::kafka::Relay::new(pool.clone(), kafka, &self.name) {
+            Ok(relay) => relay.with_metrics(&self.metrics).task(),
+            Err(error) => {
+                let reason = error.to_string();
+                Background::required("outbox-relay", move |_stop| {
+                    let reason = reason.clone();
+                    async move { anyhow::bail!("cannot create the kafka producer: {reason}") }
+                })
+            }
+        };
+        self.background(task)
+    }
+
+    /// A consumer group applying `topics` through `handler` and the inbox of `pool`'s
+    /// schema, a required task.
+    pub fn consumer<H>(
+        self,
+        pool: &sqlx::PgPool,
+        kafka: &crate::config::KafkaConfig,
+        group: &str,
+        topics: &[&str],
+        handler: H,
+    ) -> Self
+    where
+        H: crate::kafka::EventHandler + Clone + 'static,
+    {
+        let task =
+            crate::kafka::InboxConsumer::task(pool.clone(), kafka, group, topics, handler, &self.metrics);
+        self.background(task)
+    }
+
+    /// The kernel's retention job on `pool`'s schema.
+    pub fn retention(self, pool: &sqlx::PgPool, database: &crate::config::DatabaseConfig) -> Self {
+        let task = crate::retention::job(pool.clone(), &database.retention);
+        self.background(task)
+    }
+
     /// Serves on `listener` until `shutdown` is cancelled, then shuts down in order.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
         let (reporter, health) = tonic_health::server::health_reporter();

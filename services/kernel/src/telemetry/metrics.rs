@@ -96,6 +96,18 @@ impl Metrics {
         self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
     }
 
+    /// Adds a metric whose series carry `label` (one per consumer, say), so several metrics of
+    /// the same name can share the registry.
+    pub fn register_labelled(&self, name: &str, help: &str, label: (&str, &str), metric: impl Metric) {
+        let label =
+            (std::borrow::Cow::Owned(label.0.to_owned()), std::borrow::Cow::Owned(label.1.to_owned()));
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sub_registry_with_label(label)
+            .register(name, help, metric);
+    }
+
     /// The OpenMetrics text exposition served at `/metrics`.
     pub fn encode(&self) -> String {
         let mut text = String::new();

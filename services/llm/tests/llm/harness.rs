@@ -94,7 +94,9 @@ impl Llm {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(codingagent_llm::serve(config.clone(), listener, shutdown.clone()));
         let llm = Self { addr, ollama, config, shutdown, handle, database: Some(database) };
-        // The first registry sync runs in the background at start; wait until the service answers.
+        // Health says when migrations are done and the dependencies answer; the first registry
+        // sync runs in the background, so one is forced before the test sees the catalogue.
+        codingagent_testkit::wait_until_serving(llm.addr).await;
         let mut client = llm.operator().await;
         client.sync_registry(pb::SyncRegistryRequest::default()).await.unwrap();
         llm
