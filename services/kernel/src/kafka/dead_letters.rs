@@ -41,6 +41,19 @@ pub struct DeadLetter {
     pub replayed_at: Option<DateTime<Utc>>,
 }
 
+/// What a replay needs of a dead letter.
+#[derive(sqlx::FromRow)]
+struct Stored {
+    consumer: String,
+    event_id: String,
+    topic: String,
+    event_type: String,
+    event_key: Option<String>,
+    payload: Vec<u8>,
+    headers: serde_json::Value,
+    replayed_at: Option<DateTime<Utc>>,
+}
+
 /// Why a replay did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -116,23 +129,16 @@ pub async fn list(pool: &PgPool, consumer: Option<&str>, limit: i64) -> Result<V
 /// Puts dead letter `id` back on its topic for its consumer to apply again, once.
 pub async fn replay(pool: &PgPool, id: i64) -> Result<Uuid, ReplayError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        Vec<u8>,
-        serde_json::Value,
-        Option<DateTime<Utc>>,
-    )> = sqlx::query_as(
+    let stored: Option<Stored> = sqlx::query_as(
         "SELECT consumer, event_id, topic, event_type, event_key, payload, headers, replayed_at \
-             FROM dead_letters WHERE id = $1 FOR UPDATE",
+         FROM dead_letters WHERE id = $1 FOR UPDATE",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((consumer, event_id, topic, event_type, key, payload, headers, replayed_at)) = row else {
+    let Some(Stored { consumer, event_id, topic, event_type, event_key: key, payload, headers, replayed_at }) =
+        stored
+    else {
         return Err(ReplayError::NotFound(id));
     };
     if replayed_at.is_some() {

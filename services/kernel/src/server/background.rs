@@ -249,7 +249,7 @@ mod tests {
         let counted = runs.clone();
         let job = Background::periodic("purge", Duration::from_millis(20), move || {
             let n = counted.fetch_add(1, Ordering::SeqCst);
-            async move { if n % 2 == 0 { anyhow::bail!("failed run {n}") } else { Ok(()) } }
+            async move { if n.is_multiple_of(2) { anyhow::bail!("failed run {n}") } else { Ok(()) } }
         });
         let metrics = Metrics::new();
         let stop = CancellationToken::new();

@@ -58,7 +58,7 @@ async fn calls_to_unknown_methods_add_no_metric_series() {
         assert_eq!(code, Code::Unauthenticated);
     }
     let (series_after, rss_after) = (rpc_series(&server).await, rss_kib());
-    println!(
+    eprintln!(
         "{calls} unknown calls: rpc series {series_before} -> {series_after}, rss {rss_before} KiB -> {rss_after} KiB"
     );
     assert_eq!(series_after, series_before, "each made-up path added series");
