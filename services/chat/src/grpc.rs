@@ -7,7 +7,8 @@ use crate::engine::Engine;
 use crate::error::{ChatError, Result};
 use crate::stream::{self, EventStream};
 use crate::{attachments, messages, search};
-use codingagent_kernel::identity::{Caller, caller};
+use codingagent_kernel::error::respond;
+use codingagent_kernel::identity::{Caller, caller_and_message as parts};
 use codingagent_kernel::validate::Violations;
 use codingagent_kernel::{error, pagination};
 use codingagent_proto::codingagent::chat::v1 as pb;
@@ -19,16 +20,6 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub(crate) struct Handlers {
     pub engine: Arc<Engine>,
-}
-
-fn respond<T>(result: Result<T>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(Status::from)
-}
-
-/// Splits a request into the caller and its message.
-fn parts<T>(request: Request<T>) -> Result<(Caller, T), Status> {
-    let caller = caller(&request)?.clone();
-    Ok((caller, request.into_inner()))
 }
 
 impl Handlers {

@@ -4,7 +4,8 @@
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::{classifications, feedback, jobs, models};
-use codingagent_kernel::identity::{Caller, caller};
+use codingagent_kernel::error::respond;
+use codingagent_kernel::identity::caller_and_message as parts;
 use codingagent_proto::codingagent::classifier::v1 as pb;
 use codingagent_proto::codingagent::classifier::v1::classifier_service_server::ClassifierService;
 use std::sync::Arc;
@@ -14,16 +15,6 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub(crate) struct Handlers {
     pub engine: Arc<Engine>,
-}
-
-fn respond<T>(result: Result<T>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(Status::from)
-}
-
-/// Splits a request into the caller and its message.
-fn parts<T>(request: Request<T>) -> Result<(Caller, T), Status> {
-    let caller = caller(&request)?.clone();
-    Ok((caller, request.into_inner()))
 }
 
 #[tonic::async_trait]

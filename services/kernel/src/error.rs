@@ -69,6 +69,12 @@ impl StatusBuilder {
     }
 }
 
+/// A handler's result as tonic wants it: the message in a `Response`, or the service's
+/// error turned into its status through the service's one `From<…> for Status` table.
+pub fn respond<T, E: Into<Status>>(result: Result<T, E>) -> Result<tonic::Response<T>, Status> {
+    result.map(tonic::Response::new).map_err(Into::into)
+}
+
 /// One invalid field of a request: its path (`budget.max_tokens`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {

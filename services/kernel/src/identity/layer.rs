@@ -100,3 +100,9 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, tonic::Status> 
         .get::<Caller>()
         .ok_or_else(|| crate::error::unauthenticated(IdentityError::Missing.to_string()))
 }
+
+/// Splits a request into its verified caller and its message, as every handler starts.
+pub fn caller_and_message<T>(request: tonic::Request<T>) -> Result<(Caller, T), tonic::Status> {
+    let caller = caller(&request)?.clone();
+    Ok((caller, request.into_inner()))
+}

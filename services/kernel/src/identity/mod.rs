@@ -11,7 +11,7 @@ mod layer;
 mod outbound;
 mod token;
 
-pub use layer::{AuthLayer, caller};
+pub use layer::{AuthLayer, caller, caller_and_message};
 pub use outbound::{OnBehalfOf, OutboundIdentity, StaticToken};
 pub use token::{Caller, IdentityError, OPERATOR_ROLE, PrincipalKind, TokenMinter, TokenVerifier};
 

@@ -296,19 +296,7 @@ impl InboxConsumer {
         propagation::set_parent(&span, propagation::extract_fields(&event.headers));
         async {
             let mut tx = self.pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(&self.name)
-            .bind(&event.id)
-            .bind(&event.topic)
-            .bind(event.partition)
-            .bind(event.offset)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
+            if !self.claim(&mut tx, event).await? {
                 tracing::debug!("duplicate event ignored");
                 return Ok(Outcome::Duplicate);
             }
@@ -320,10 +308,9 @@ impl InboxConsumer {
         .await
     }
 
-    /// Sets `event` aside for good: the inbox row (so a redelivery is a duplicate), the dead
-    /// letter and its `<topic>.dlq` copy commit together.
-    pub async fn dead_letter(&self, event: &ReceivedEvent, reason: &str) -> Result<Outcome, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+    /// Records `event` in the inbox inside `conn`'s transaction; `false` when it was already
+    /// there (a redelivery).
+    async fn claim(&self, conn: &mut PgConnection, event: &ReceivedEvent) -> Result<bool, sqlx::Error> {
         let inserted = sqlx::query(
             "INSERT INTO inbox (consumer, event_id, topic, kafka_partition, kafka_offset) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -333,10 +320,17 @@ impl InboxConsumer {
         .bind(&event.topic)
         .bind(event.partition)
         .bind(event.offset)
-        .execute(&mut *tx)
+        .execute(conn)
         .await?
         .rows_affected();
-        if inserted == 0 {
+        Ok(inserted == 1)
+    }
+
+    /// Sets `event` aside for good: the inbox row (so a redelivery is a duplicate), the dead
+    /// letter and its `<topic>.dlq` copy commit together.
+    pub async fn dead_letter(&self, event: &ReceivedEvent, reason: &str) -> Result<Outcome, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if !self.claim(&mut tx, event).await? {
             return Ok(Outcome::Duplicate);
         }
         super::dead_letters::record(&mut tx, &self.name, event, reason).await?;
