@@ -34,9 +34,15 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber and propagator. Calling it again (as tests do) keeps the
-/// first subscriber.
+/// Installs the global subscriber, exporter and propagator, once per process: in
+/// `codingagent all` every service calls this, the first one's settings apply, and the others
+/// get a guard that owns nothing (their spans still say which service they are, through the
+/// `service` field the server and the supervisor put on every span).
 pub fn init(service: &str, config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if INSTALLED.set(()).is_err() {
+        return Ok(TelemetryGuard { provider: None });
+    }
     propagation::install();
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_filter))?;
     let fmt = match config.log_format {
