@@ -6,6 +6,7 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::store::{self, Change};
 use crate::validate::ChatChecks;
+use codingagent_kernel::idempotency::Key;
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::kafka::{enqueue, topics};
 use codingagent_kernel::pagination;
@@ -27,7 +28,7 @@ pub(crate) async fn create(
     v.members("member_ids", &request.member_ids, &owner);
     v.request_id(&request.request_id);
     v.finish()?;
-    let key = crate::engine::key(caller, "CreateConversation", &request.request_id, &request);
+    let key = Key::new(caller, "CreateConversation", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let title = if request.title.is_empty() { DEFAULT_TITLE } else { request.title.trim() };
@@ -118,7 +119,7 @@ pub(crate) async fn update(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = crate::engine::key(caller, "UpdateConversation", &request.request_id, &request);
+    let key = Key::new(caller, "UpdateConversation", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (current, _) = find(&mut *tx, id, caller, true).await?;
@@ -152,7 +153,7 @@ pub(crate) async fn delete(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = crate::engine::key(caller, "DeleteConversation", &request.request_id, &request);
+    let key = Key::new(caller, "DeleteConversation", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (current, _) = find(&mut *tx, id, caller, true).await?;

@@ -8,7 +8,6 @@ use crate::fanout::Fanout;
 use crate::presence::Presence;
 use crate::store;
 use codingagent_kernel::idempotency::{Key, mutate};
-use codingagent_kernel::identity::Caller;
 use codingagent_proto::codingagent::chat::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -28,22 +27,6 @@ pub(crate) struct Engine {
 pub(crate) struct Recorded {
     conversation: Uuid,
     event: pb::ConversationEvent,
-}
-
-/// The idempotency key of a durable change, which is also where a change made by a service on
-/// a user's behalf is logged: the contract's `Actor` names only the user (see
-/// [`crate::convert::participant`]), so the service in between is recorded here.
-pub(crate) fn key<'a>(
-    caller: &Caller,
-    method: &'a str,
-    request_id: &'a str,
-    request: &impl prost::Message,
-) -> Key<'a> {
-    let actor = caller.actor();
-    if !actor.via.is_empty() {
-        tracing::info!(service = %actor.via, user = %actor.id, method, "change made on a user's behalf");
-    }
-    Key::new(caller, method, request_id, request)
 }
 
 impl Engine {

@@ -10,6 +10,7 @@ use crate::error::{ChatError, Result};
 use crate::store::{self, Change};
 use crate::validate::{ChatChecks, MAX_TASK_ID};
 use codingagent_kernel::error::FieldViolation;
+use codingagent_kernel::idempotency::Key;
 use codingagent_kernel::identity::Caller;
 use codingagent_kernel::kafka::{enqueue, topics};
 use codingagent_kernel::pagination;
@@ -44,7 +45,7 @@ pub(crate) async fn post(
     v.finish()?;
     let id = conversation_id.unwrap_or_default();
     let author = participant(caller);
-    let key = crate::engine::key(caller, "PostMessage", &request.request_id, &request);
+    let key = Key::new(caller, "PostMessage", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (conversation, _) = crate::access::find(&mut *tx, id, caller, true).await?;
@@ -214,7 +215,7 @@ pub(crate) async fn edit(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = crate::engine::key(caller, "EditMessage", &request.request_id, &request);
+    let key = Key::new(caller, "EditMessage", &request.request_id, &request);
     engine
         .mutate(key, async |tx| {
             let (message, conversation, _) = target(caller, &mut *tx, id).await?;
@@ -260,7 +261,7 @@ pub(crate) async fn delete(
     v.request_id(&request.request_id);
     v.finish()?;
     let id = id.unwrap_or_default();
-    let key = crate::engine::key(caller, "DeleteMessage", &request.request_id, &request);
+    let key = Key::new(caller, "DeleteMessage", &request.request_id, &request);
     let mut orphaned = Vec::new();
     let response = engine
         .mutate(key, async |tx| {

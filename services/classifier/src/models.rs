@@ -50,7 +50,7 @@ pub(crate) async fn get(engine: &Engine, request: pb::GetModelRequest) -> Result
         let id = uuid("model_id", &request.model_id)?;
         registry::get_model(&mut conn, id).await?
     };
-    model.ok_or(ClassifierError::NotFound { kind: "model", id: request.model_id })
+    model.ok_or(ClassifierError::NotFound { kind: "model", id: request.model_id.clone() })
 }
 
 /// PromoteModel (operators): makes a model serve; a REJECTED one only with
@@ -64,32 +64,28 @@ pub(crate) async fn promote(
     let id = uuid("model_id", &request.model_id)?;
     check_reason(&request.reason, &request.request_id)?;
     let key = idempotency::Key::new(caller, "PromoteModel", &request.request_id, &request);
-    let mut tx = engine.pool.begin().await?;
-    if let Some(done) = key.replay::<pb::PromoteModelResponse>(&mut tx).await? {
-        return Ok(done);
+    let (response, committed) = idempotency::mutate(&engine.pool, &key, async |tx| {
+        let Some(model) = registry::get_model(&mut *tx, id).await? else {
+            return Err(ClassifierError::NotFound { kind: "model", id: request.model_id.clone() });
+        };
+        if model.status == i32::from(registry::SERVING) {
+            return Ok((pb::PromoteModelResponse { model: Some(model), previous_model: None }, ()));
+        }
+        if model.status == i32::from(registry::REJECTED) && !request.allow_rejected {
+            return Err(ClassifierError::FailedPrecondition(
+                "MODEL_REJECTED",
+                format!(
+                    "model {id} was rejected by evaluation ({}); set allow_rejected to override",
+                    model.rejection_reason
+                ),
+            ));
+        }
+        Ok((swap_to(tx, id, caller, &request.reason, false).await?, ()))
+    })
+    .await?;
+    if committed.is_some() {
+        load_serving(engine).await?;
     }
-    let Some(model) = registry::get_model(&mut tx, id).await? else {
-        return Err(ClassifierError::NotFound { kind: "model", id: request.model_id });
-    };
-    if model.status == i32::from(registry::SERVING) {
-        return Ok(pb::PromoteModelResponse { model: Some(model), previous_model: None });
-    }
-    if model.status == i32::from(registry::REJECTED) && !request.allow_rejected {
-        return Err(ClassifierError::FailedPrecondition(
-            "MODEL_REJECTED",
-            format!(
-                "model {id} was rejected by evaluation ({}); set allow_rejected to override",
-                model.rejection_reason
-            ),
-        ));
-    }
-    let response = swap_to(&mut tx, id, caller, &request.reason, false).await?;
-    key.remember(&mut tx, &response).await?;
-    tx.commit().await?;
-    engine
-        .sync_serving()
-        .await
-        .map_err(|e| ClassifierError::FailedPrecondition("MODEL_UNLOADABLE", e.to_string()))?;
     Ok(response)
 }
 
@@ -141,44 +137,57 @@ pub(crate) async fn rollback(
     };
     check_reason(&request.reason, &request.request_id)?;
     let key = idempotency::Key::new(caller, "RollbackModel", &request.request_id, &request);
-    let mut tx = engine.pool.begin().await?;
-    if let Some(done) = key.replay::<pb::RollbackModelResponse>(&mut tx).await? {
-        return Ok(done);
-    }
-    let Some(current) = registry::serving(&mut tx).await? else {
-        return Err(ClassifierError::FailedPrecondition(
-            "NO_SERVING_MODEL",
-            "no model serves; promote one instead".into(),
-        ));
-    };
-    let current_id = uuid("model_id", &current.id)?;
-    let target = match target {
-        Some(id) => {
-            let Some(model) = registry::get_model(&mut tx, id).await? else {
-                return Err(ClassifierError::NotFound { kind: "model", id: request.target_model_id });
-            };
-            if model.status != i32::from(registry::RETIRED) || model.promote_time.is_none() {
-                return Err(ClassifierError::FailedPrecondition(
-                    "NOT_A_PREVIOUS_MODEL",
-                    format!("model {id} never served; only a RETIRED model that served can be restored"),
-                ));
+    let (response, committed) = idempotency::mutate(&engine.pool, &key, async |tx| {
+        let Some(current) = registry::serving(&mut *tx).await? else {
+            return Err(ClassifierError::FailedPrecondition(
+                "NO_SERVING_MODEL",
+                "no model serves; promote one instead".into(),
+            ));
+        };
+        let current_id = uuid("model_id", &current.id)?;
+        let target = match target {
+            Some(id) => {
+                let Some(model) = registry::get_model(&mut *tx, id).await? else {
+                    return Err(ClassifierError::NotFound {
+                        kind: "model",
+                        id: request.target_model_id.clone(),
+                    });
+                };
+                if model.status != i32::from(registry::RETIRED) || model.promote_time.is_none() {
+                    return Err(ClassifierError::FailedPrecondition(
+                        "NOT_A_PREVIOUS_MODEL",
+                        format!("model {id} never served; only a RETIRED model that served can be restored"),
+                    ));
+                }
+                id
             }
-            id
-        }
-        None => registry::last_retired(&mut tx, current_id).await?.ok_or_else(|| {
-            ClassifierError::FailedPrecondition("NO_PREVIOUS_MODEL", "no earlier model to return to".into())
-        })?,
-    };
-    let swapped = swap_to(&mut tx, target, caller, &request.reason, true).await?;
-    let response =
-        pb::RollbackModelResponse { model: swapped.model, rolled_back_model: swapped.previous_model };
-    key.remember(&mut tx, &response).await?;
-    tx.commit().await?;
+            None => registry::last_retired(&mut *tx, current_id).await?.ok_or_else(|| {
+                ClassifierError::FailedPrecondition(
+                    "NO_PREVIOUS_MODEL",
+                    "no earlier model to return to".into(),
+                )
+            })?,
+        };
+        let swapped = swap_to(tx, target, caller, &request.reason, true).await?;
+        Ok((
+            pb::RollbackModelResponse { model: swapped.model, rolled_back_model: swapped.previous_model },
+            (),
+        ))
+    })
+    .await?;
+    if committed.is_some() {
+        load_serving(engine).await?;
+    }
+    Ok(response)
+}
+
+/// After a promotion or rollback committed: this replica loads the model that now serves
+/// (the others follow within `model_poll_ms`).
+async fn load_serving(engine: &Engine) -> Result<()> {
     engine
         .sync_serving()
         .await
-        .map_err(|e| ClassifierError::FailedPrecondition("MODEL_UNLOADABLE", e.to_string()))?;
-    Ok(response)
+        .map_err(|e| ClassifierError::FailedPrecondition("MODEL_UNLOADABLE", e.to_string()))
 }
 
 fn check_reason(reason: &str, request_id: &str) -> Result<()> {

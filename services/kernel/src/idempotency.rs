@@ -70,7 +70,7 @@ impl<'a> Key<'a> {
         hash.update(method.as_bytes());
         hash.update([0]);
         hash.update(request.encode_to_vec());
-        Self { scope: scope(caller), method, request_id, fingerprint: hash.finalize().into() }
+        Self { scope: caller.principal_key(), method, request_id, fingerprint: hash.finalize().into() }
     }
 
     /// The caller's `request_id`; empty when the call is not idempotent.
@@ -165,15 +165,6 @@ where
     Ok((response, Some(announce)))
 }
 
-/// `user:<id>` for a user or a service acting for one; `service:<name>` for a service acting
-/// on its own account. The prefixes keep a user named like a service apart from it.
-fn scope(caller: &Caller) -> String {
-    match caller.user_id() {
-        Some(user) => format!("user:{user}"),
-        None => format!("service:{}", caller.subject),
-    }
-}
-
 /// Deletes responses older than `retention`; the kernel's retention job runs it.
 pub async fn purge(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)")
@@ -200,6 +191,7 @@ mod tests {
         let alice = Caller::user("alice");
         let chat_for_alice = Caller::service_for("chat", "alice", Vec::new());
         let chat_for_bob = Caller::service_for("chat", "bob", Vec::new());
+        let scope = |caller: &Caller| Key::new(caller, "M", "r", &prost_types::Duration::default()).scope;
         assert_eq!(scope(&alice), scope(&chat_for_alice));
         assert_ne!(scope(&chat_for_alice), scope(&chat_for_bob));
         assert_ne!(scope(&Caller::service("alice")), scope(&alice));

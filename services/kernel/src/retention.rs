@@ -38,19 +38,19 @@ pub fn job(pool: PgPool, config: &RetentionConfig) -> Background {
 
 /// Deletes every row past its window; batches keep each statement's locks short.
 pub async fn purge(pool: &PgPool, config: &RetentionConfig) -> Result<Purged, sqlx::Error> {
+    // Each statement deletes up to 10,000 rows older than `$1` seconds.
+    let batch = |table: &str, key: &str, condition: &str| {
+        format!(
+            "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} \
+             WHERE {condition} < now() - make_interval(secs => $1) LIMIT 10000)"
+        )
+    };
     let hours = |h: u64| (h * 3600) as f64;
     Ok(Purged {
-        outbox: batched(
-            pool,
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NOT NULL \
-             AND sent_at < now() - make_interval(secs => $1) LIMIT 10000)",
-            hours(config.outbox_hours),
-        )
-        .await?,
+        outbox: batched(pool, &batch("outbox", "id", "sent_at"), hours(config.outbox_hours)).await?,
         inbox: batched(
             pool,
-            "DELETE FROM inbox WHERE (consumer, event_id) IN (SELECT consumer, event_id FROM inbox \
-             WHERE processed_at < now() - make_interval(secs => $1) LIMIT 10000)",
+            &batch("inbox", "consumer, event_id", "processed_at"),
             hours(config.inbox_hours),
         )
         .await?,
@@ -58,8 +58,7 @@ pub async fn purge(pool: &PgPool, config: &RetentionConfig) -> Result<Purged, sq
             .await?,
         dead_letters: batched(
             pool,
-            "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE replayed_at IS NOT NULL \
-             AND replayed_at < now() - make_interval(secs => $1) LIMIT 10000)",
+            &batch("dead_letters", "id", "replayed_at"),
             hours(config.dead_letter_hours),
         )
         .await?,

@@ -174,3 +174,29 @@ fn load_always_validates_the_shared_sections() {
     ));
     assert!(load_with_env::<Demo>(&ConfigArgs::default(), env).is_ok());
 }
+
+#[test]
+fn tls_and_kafka_security_settings_are_checked_naming_the_key() {
+    let server = ServerConfig {
+        tls: Some(ServerTlsConfig {
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+            client_ca_file: None,
+        }),
+        ..ServerConfig::default()
+    };
+    assert!(server.validate("server").unwrap_err().to_string().contains("server.tls.cert_file"));
+
+    let kafka = |protocol: &str| KafkaConfig { security_protocol: protocol.into(), ..KafkaConfig::default() };
+    assert!(kafka("tls").validate("kafka").unwrap_err().to_string().contains("kafka.security_protocol"));
+    let missing_login = kafka("sasl_ssl").validate("kafka").unwrap_err().to_string();
+    assert!(missing_login.contains("kafka.sasl_username"), "{missing_login}");
+    let with_login = KafkaConfig {
+        sasl_username: "relay".into(),
+        sasl_password: Secret::new("s3cret"),
+        sasl_mechanism: "GSSAPI".into(),
+        ..kafka("sasl_ssl")
+    };
+    assert!(with_login.validate("kafka").unwrap_err().to_string().contains("kafka.sasl_mechanism"));
+    assert!(KafkaConfig { sasl_mechanism: "SCRAM-SHA-256".into(), ..with_login }.validate("kafka").is_ok());
+}

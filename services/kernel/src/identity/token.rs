@@ -82,6 +82,17 @@ impl Caller {
         self.kind == PrincipalKind::Service
     }
 
+    /// The principal a call is accounted to: `user:<id>` for a user or a service acting for
+    /// one, `service:<name>` for a service on its own account. Idempotency keys and stream
+    /// limits are scoped by it, so a service acting for many users gives each their own share,
+    /// and the prefixes keep a user named like a service apart from it.
+    pub fn principal_key(&self) -> String {
+        match self.user_id() {
+            Some(user) => format!("user:{user}"),
+            None => format!("service:{}", self.subject),
+        }
+    }
+
     /// Who acted, as events and records name them: the user (noting the service when a
     /// service acted for them), or the service on its own account.
     pub fn actor(&self) -> codingagent_proto::codingagent::common::v1::Actor {

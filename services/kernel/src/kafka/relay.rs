@@ -26,7 +26,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -221,32 +221,25 @@ impl Relay {
     /// Publishes `rows` (oldest first) in waves of at most one row per key; a key whose row
     /// failed publishes nothing more this round. Returns the ids published and the first error.
     pub async fn publish_in_order(&self, rows: &[OutboxRow]) -> (Vec<i64>, Option<KafkaError>) {
+        let key = |row: &OutboxRow| (row.topic.clone(), row.key.clone());
         let mut waves: Vec<Vec<&OutboxRow>> = Vec::new();
-        let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut seen: HashMap<(String, String), usize> = HashMap::new();
         for row in rows {
-            let wave = seen.entry((row.topic.as_str(), row.key.as_str())).or_insert(0);
+            let wave = seen.entry(key(row)).or_insert(0);
             if waves.len() <= *wave {
                 waves.push(Vec::new());
             }
             waves[*wave].push(row);
             *wave += 1;
         }
-        let mut sent = Vec::new();
-        let mut failed_keys: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
-        let mut first_error = None;
+        let (mut sent, mut failed, mut first_error) = (Vec::new(), HashSet::new(), None);
         for wave in waves {
-            let wave: Vec<OutboxRow> = wave
-                .into_iter()
-                .filter(|row| !failed_keys.contains(&(row.topic.as_str(), row.key.as_str())))
-                .cloned()
-                .collect();
-            for (row, result) in wave.iter().zip(self.publish(&wave).await) {
+            let wave: Vec<&OutboxRow> = wave.into_iter().filter(|row| !failed.contains(&key(row))).collect();
+            for (row, result) in wave.iter().zip(self.send(wave.iter().copied()).await) {
                 match result {
                     Ok(()) => sent.push(row.id),
                     Err(error) => {
-                        if let Some(original) = rows.iter().find(|r| r.id == row.id) {
-                            failed_keys.insert((original.topic.as_str(), original.key.as_str()));
-                        }
+                        failed.insert(key(row));
                         first_error.get_or_insert(error);
                     }
                 }
@@ -257,8 +250,12 @@ impl Relay {
 
     /// Publishes `rows` concurrently and waits for every acknowledgement (`acks=all`).
     pub async fn publish(&self, rows: &[OutboxRow]) -> Vec<Result<(), KafkaError>> {
+        self.send(rows.iter()).await
+    }
+
+    async fn send<'r>(&self, rows: impl Iterator<Item = &'r OutboxRow>) -> Vec<Result<(), KafkaError>> {
         let timeout = Duration::from_millis(self.config.delivery_timeout_ms);
-        let sends = rows.iter().map(|row| {
+        let sends = rows.map(|row| {
             let attributes = Attributes {
                 id: row.event_id.to_string(),
                 event_type: row.event_type.clone(),

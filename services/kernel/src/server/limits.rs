@@ -76,10 +76,7 @@ impl Drop for StreamSlot {
 
 impl StreamLimitLayer {
     fn acquire(&self, caller: &Caller) -> Option<StreamSlot> {
-        let key = match caller.user_id() {
-            Some(user) => format!("user:{user}"),
-            None => format!("service:{}", caller.subject),
-        };
+        let key = caller.principal_key();
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(key.clone()).or_insert(0);
         if *count >= self.per_caller {

@@ -121,14 +121,6 @@ impl Metrics {
     pub fn layer(&self, methods: Arc<MethodTable>) -> MetricsLayer {
         MetricsLayer { rpc: self.rpc.clone(), methods }
     }
-
-    /// How many label sets the RPC metrics hold (the number of series that grow with them).
-    pub fn rpc_series(&self) -> usize {
-        self.encode()
-            .lines()
-            .filter(|line| line.starts_with("codingagent_grpc_server_") && !line.starts_with('#'))
-            .count()
-    }
 }
 
 /// Records RED metrics for every request passing through.

@@ -116,8 +116,7 @@ async fn a_request_body_sent_one_byte_at_a_time_is_cut_off_at_the_timeout() {
     let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
     writer.write_all(head.as_bytes()).await.unwrap();
-    let started = Instant::now();
-    // 45 bytes at 5 per second would take 9 s; the server must not wait for them.
+    // 45 bytes at 5 per second take 9 s; the server must answer before they are all sent.
     let trickle = tokio::spawn(async move {
         for byte in body {
             if writer.write_all(&[byte]).await.is_err() {
@@ -132,7 +131,7 @@ async fn a_request_body_sent_one_byte_at_a_time_is_cut_off_at_the_timeout() {
         .expect("the slow request was not cut off")
         .unwrap();
     let response = String::from_utf8_lossy(&response[..read]).to_lowercase();
-    assert!(started.elapsed() < Duration::from_secs(4), "answered only after {:?}", started.elapsed());
+    assert!(!trickle.is_finished(), "answered only after the whole body arrived");
     assert!(response.contains("grpc-status: 4") || response.contains("grpc-status:4"), "{response}");
     trickle.abort();
 }
