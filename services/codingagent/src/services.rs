@@ -17,6 +17,7 @@ const SERVICES: &[ServiceEntry] = &[
     ServiceEntry { name: "llm", run: |args| Box::pin(codingagent_llm::run(args)) },
     ServiceEntry { name: "classifier", run: |args| Box::pin(codingagent_classifier::run(args)) },
     ServiceEntry { name: "chat", run: |args| Box::pin(codingagent_chat::run(args)) },
+    ServiceEntry { name: "orchestration", run: |args| Box::pin(codingagent_orchestration::run(args)) },
 ];
 
 pub(crate) fn print_list() {

@@ -18,7 +18,7 @@ fn refused(service: &str, env: &[(&str, &str)], setting: &str, why: &str) {
 
 #[test]
 fn production_refuses_known_and_short_keys_and_the_development_password() {
-    for service in ["chat", "classifier", "llm"] {
+    for service in ["chat", "classifier", "llm", "orchestration"] {
         // Nothing set: the development key is the default.
         refused(
             service,

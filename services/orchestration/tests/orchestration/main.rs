@@ -1,0 +1,14 @@
+//! Orchestration tests against the real PostgreSQL, Redis, Kafka, git and bubblewrap that
+//! `./dev test` starts, with the real llm service in front of a scripted OpenAI-compatible
+//! model double (the only stand-in: no real model writes predictable edits).
+#![allow(clippy::unwrap_used)]
+
+mod double;
+mod events;
+mod fixtures;
+mod harness;
+mod resume;
+mod runs;
+mod sandbox;
+mod streams;
+mod tasks;
