@@ -5,6 +5,7 @@
 
 mod classifier;
 mod dead_letters;
+mod eval;
 mod services;
 mod token;
 
@@ -47,6 +48,9 @@ enum Command {
     /// Classifier tools: train a model.
     #[command(subcommand)]
     Classifier(classifier::ClassifierCommand),
+    /// Run the fixture repositories as tasks on a running orchestration service and report
+    /// solve rate, tokens, cost and time per strategy.
+    Eval(eval::EvalArgs),
     /// Events a service's consumers could never apply: list and replay them.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLetterCommand),
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Token(args) => token::run(&args),
         Command::Classifier(command) => classifier::run(command),
+        Command::Eval(args) => runtime().and_then(|rt| rt.block_on(eval::run(args))),
         Command::DeadLetters(command) => runtime().and_then(|rt| rt.block_on(dead_letters::run(command))),
         Command::Services => {
             services::print_list();

@@ -130,8 +130,12 @@ pub struct SandboxConfig {
     /// When the service runs as root, commands run as this unprivileged uid (root ignores
     /// the process limit).
     pub uid: u32,
-    /// Extra read-only paths, e.g. a Rust toolchain outside /usr.
+    /// Extra read-only paths the command may read.
     pub read_only_paths: Vec<PathBuf>,
+    /// Toolchains outside /usr (a Rust sysroot): bound read-only, their `bin` first on PATH.
+    pub toolchains: Vec<PathBuf>,
+    /// Add the Rust toolchain `rustc --print sysroot` names at start, when there is one.
+    pub detect_toolchains: bool,
 }
 
 impl Default for SandboxConfig {
@@ -147,6 +151,8 @@ impl Default for SandboxConfig {
             output_tail_bytes: 64 * 1024,
             uid: 65_534,
             read_only_paths: Vec::new(),
+            toolchains: Vec::new(),
+            detect_toolchains: true,
         }
     }
 }

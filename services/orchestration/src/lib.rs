@@ -14,6 +14,7 @@ pub mod config;
 mod convert;
 mod engine;
 pub mod error;
+pub mod eval;
 mod grpc;
 mod lifecycle;
 mod logs;
@@ -60,6 +61,10 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         tracing::warn!(%error, "cannot create kafka topics now");
     }
     std::fs::create_dir_all(&config.worker.workspace_root).context("worker.workspace_root")?;
+    let mut config = config;
+    if config.sandbox.detect_toolchains && config.sandbox.toolchains.is_empty() {
+        config.sandbox.toolchains = sandbox::detect_toolchains();
+    }
     let engine = Arc::new(engine::Engine {
         clients: clients::Clients::new(&config).context("service clients")?,
         config: config.clone(),

@@ -72,6 +72,20 @@ pub enum SandboxError {
     Cancelled,
 }
 
+/// The Rust toolchain of this machine (`rustc --print sysroot`), if any, for tests of
+/// Rust repositories.
+pub fn detect_toolchains() -> Vec<std::path::PathBuf> {
+    std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.join("bin").join("cargo").exists())
+        .into_iter()
+        .collect()
+}
+
 /// Whether this process runs as root (`/proc/self` belongs to the effective user).
 fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
@@ -90,6 +104,11 @@ pub fn command_line(config: &SandboxConfig, workspace: &Path, command: &str, roo
         "--ro-bind",
         "/usr",
         "/usr",
+        // bwrap makes missing parents of mount points private (0700): /etc must be readable.
+        "--perms",
+        "0755",
+        "--dir",
+        "/etc",
         "--ro-bind-try",
         "/etc/alternatives",
         "/etc/alternatives",
@@ -130,10 +149,28 @@ pub fn command_line(config: &SandboxConfig, workspace: &Path, command: &str, roo
         // Unprivileged bwrap needs a user namespace for the others.
         args.push("--unshare-user".into());
     }
-    for path in &config.read_only_paths {
+    let mut made: Vec<std::path::PathBuf> = Vec::new();
+    for path in config.read_only_paths.iter().chain(&config.toolchains) {
+        // Readable parents, so the unprivileged user can reach the bound path.
+        let mut parents: Vec<&Path> = path.ancestors().skip(1).filter(|a| a.parent().is_some()).collect();
+        parents.reverse();
+        for parent in parents {
+            if !made.iter().any(|m| m == parent) && !parent.starts_with("/usr") {
+                made.push(parent.to_path_buf());
+                args.extend([
+                    "--perms".into(),
+                    "0755".into(),
+                    "--dir".into(),
+                    parent.to_string_lossy().into_owned(),
+                ]);
+            }
+        }
         let p = path.to_string_lossy().into_owned();
         args.extend(["--ro-bind-try".into(), p.clone(), p]);
     }
+    let mut path: Vec<String> =
+        config.toolchains.iter().map(|t| t.join("bin").to_string_lossy().into_owned()).collect();
+    path.push("/usr/local/bin:/usr/bin:/bin".into());
     args.extend([
         "--bind".into(),
         workspace.to_string_lossy().into_owned(),
@@ -143,7 +180,11 @@ pub fn command_line(config: &SandboxConfig, workspace: &Path, command: &str, roo
         "--clearenv".into(),
         "--setenv".into(),
         "PATH".into(),
-        "/usr/local/bin:/usr/bin:/bin".into(),
+        path.join(":"),
+        // Cargo keeps its registry cache there; the home directory is the private /tmp.
+        "--setenv".into(),
+        "CARGO_HOME".into(),
+        "/tmp/.cargo".into(),
         "--setenv".into(),
         "HOME".into(),
         "/tmp".into(),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod double;
+mod eval;
 mod events;
 mod fixtures;
 mod harness;

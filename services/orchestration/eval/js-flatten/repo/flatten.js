@@ -1,0 +1,4 @@
+function flatten(values) {
+  return [].concat(...values);
+}
+module.exports = { flatten };

@@ -1,0 +1,4 @@
+function isPalindrome(text) {
+  return text === text.split('').reverse().join('');
+}
+module.exports = { isPalindrome };

@@ -1,0 +1,4 @@
+function unique(words) {
+  return [...new Set(words)];
+}
+module.exports = { unique };

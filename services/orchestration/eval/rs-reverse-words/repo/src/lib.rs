@@ -1,0 +1,3 @@
+pub fn reverse_words(text: &str) -> String {
+    text.chars().rev().collect()
+}

@@ -1,0 +1,3 @@
+use rs_vowels::count_vowels;
+#[test]
+fn mixed() { assert_eq!(count_vowels("Hello World"), 3); }

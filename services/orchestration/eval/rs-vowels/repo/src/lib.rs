@@ -1,0 +1,3 @@
+pub fn count_vowels(text: &str) -> usize {
+    text.chars().filter(|c| "aeiou".contains(*c)).count()
+}

@@ -1,0 +1,3 @@
+use rs_vowels::count_vowels;
+#[test]
+fn upper() { assert_eq!(count_vowels("AEIOU"), 5); }
