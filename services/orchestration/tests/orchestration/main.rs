@@ -7,6 +7,7 @@ mod double;
 mod eval;
 mod events;
 mod fixtures;
+mod grpcurl;
 mod harness;
 mod resume;
 mod runs;

@@ -73,6 +73,15 @@ async fn bad_input_is_invalid_argument_naming_every_field() {
     let status = alice.create_task(request).await.unwrap_err();
     assert_eq!((status.code(), violations(&status)), (Code::InvalidArgument, vec!["model".to_owned()]));
 
+    // A repository of the github service needs that service; local paths need the setting.
+    let mut request = task_request(&repo, "Fix paginate()", Strategy::SingleShot);
+    request.repository.as_mut().unwrap().location = Some(pb::repository::Location::RepositoryId("repo-1".into()));
+    assert_eq!(code(alice.create_task(request).await), Code::FailedPrecondition);
+    let strict = platform.orchestration.replica(|c| c.allow_local_repositories = false).await;
+    let status = strict.user("alice").await.create_task(task_request(&repo, "Fix paginate()", Strategy::SingleShot)).await;
+    assert_eq!(code(status), Code::FailedPrecondition);
+    strict.stop().await;
+
     // A user may not create tasks for someone else.
     let mut request = task_request(&repo, "Fix paginate()", Strategy::SingleShot);
     request.on_behalf_of = "bob".into();
