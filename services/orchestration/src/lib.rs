@@ -41,6 +41,7 @@ use codingagent_kernel::server::{Background, ServiceHost};
 use codingagent_kernel::telemetry::metrics::Metrics;
 use codingagent_kernel::{CancellationToken, db};
 use codingagent_proto::codingagent::orchestration::v1::orchestration_service_server::OrchestrationServiceServer;
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -72,6 +73,11 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         hub: notify::Hub::default(),
         worker_id: worker_id(),
     });
+    // What operators watch: runs waiting and running, across every replica.
+    let (queued, running) = (Gauge::<i64>::default(), Gauge::<i64>::default());
+    metrics.register("orchestration_runs_queued", "Runs waiting for a worker", queued.clone());
+    metrics.register("orchestration_runs_running", "Runs held by a worker", running.clone());
+    let gauges_pool = pool.clone();
     let service = OrchestrationServiceServer::new(grpc::Handlers { engine: engine.clone() })
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
@@ -95,6 +101,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         .background(Background::periodic("pipeline-sweep", Duration::from_secs(5), move || {
             pipeline::sweep(sweeping.clone())
         }))
+        .background(Background::periodic("run-gauges", Duration::from_secs(5), move || {
+            run_gauges(gauges_pool.clone(), queued.clone(), running.clone())
+        }))
         .background(Background::periodic(
             "purge",
             Duration::from_secs(config.purge_interval_secs),
@@ -114,6 +123,17 @@ async fn purge(engine: Arc<engine::Engine>) -> anyhow::Result<()> {
     if purged + changes > 0 {
         tracing::info!(purged, changes, "purged deleted tasks and old changes");
     }
+    Ok(())
+}
+
+async fn run_gauges(pool: sqlx::PgPool, queued: Gauge<i64>, running: Gauge<i64>) -> anyhow::Result<()> {
+    let (waiting, held): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2) FROM runs WHERE state IN (1, 2)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    queued.set(waiting);
+    running.set(held);
     Ok(())
 }
 

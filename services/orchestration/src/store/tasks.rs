@@ -294,15 +294,17 @@ pub(crate) async fn add_usage(
     input_tokens: i64,
     output_tokens: i64,
     iterations: i32,
+    cost_micros: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE tasks SET input_tokens = input_tokens + $2, output_tokens = output_tokens + $3, \
-         iterations = iterations + $4, updated_at = now() WHERE id = $1",
+         iterations = iterations + $4, cost_micros = cost_micros + $5, updated_at = now() WHERE id = $1",
     )
     .bind(id)
     .bind(input_tokens)
     .bind(output_tokens)
     .bind(iterations)
+    .bind(cost_micros)
     .execute(conn)
     .await
     .map(drop)

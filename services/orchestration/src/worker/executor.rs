@@ -44,6 +44,7 @@ struct StepOutcome {
     error: String,
     input_tokens: i64,
     output_tokens: i64,
+    cost_micros: i64,
 }
 
 impl StepOutcome {
@@ -308,7 +309,8 @@ impl Ctx<'_> {
         )
         .await?;
         runs::add_usage(&mut tx, self.run.id, tokens.0, tokens.1, iterations_done).await?;
-        tasks::add_usage(&mut tx, self.task.id, tokens.0, tokens.1, iterations_done).await?;
+        tasks::add_usage(&mut tx, self.task.id, tokens.0, tokens.1, iterations_done, outcome.cost_micros)
+            .await?;
         let duration =
             ended.ended_at.map(|e| (e - ended.started_at).to_std().unwrap_or_default()).unwrap_or_default();
         let event = events::TaskStepCompleted {
@@ -544,6 +546,7 @@ impl Ctx<'_> {
             if usable { StepOutcome::ok(summary) } else { StepOutcome::failed(summary.clone(), summary) };
         outcome.input_tokens = completion.input_tokens;
         outcome.output_tokens = completion.output_tokens;
+        outcome.cost_micros = completion.cost_micros;
         outcome
     }
 
@@ -686,6 +689,7 @@ impl Ctx<'_> {
         StepOutcome {
             input_tokens: completion.input_tokens,
             output_tokens: completion.output_tokens,
+            cost_micros: completion.cost_micros,
             ..StepOutcome::ok(format!("planned {count} item(s)"))
         }
     }
@@ -722,6 +726,7 @@ impl Ctx<'_> {
         StepOutcome {
             input_tokens: completion.input_tokens,
             output_tokens: completion.output_tokens,
+            cost_micros: completion.cost_micros,
             ..StepOutcome::ok(format!("reviewer {verdict} item \"{title}\""))
         }
     }

@@ -205,6 +205,19 @@ impl Orchestration {
         self.client_for(Caller::user("ops").with_roles([OPERATOR_ROLE])).await
     }
 
+    /// The service's Prometheus exposition.
+    pub(crate) async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: orchestration\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
     pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(runtime) = self.runtime.take() {

@@ -86,7 +86,9 @@ async fn a_command_that_hangs_is_killed_at_the_wall_time_limit_with_its_children
 #[tokio::test]
 async fn a_fork_bomb_is_contained_by_the_process_limit() {
     let dir = workspace();
-    let config = SandboxConfig { wall_secs: 20, max_processes: 64, ..SandboxConfig::default() };
+    // A uid of its own: the process limit counts per uid, and other tests' sandboxes must
+    // not be starved while the bomb goes off.
+    let config = SandboxConfig { wall_secs: 20, max_processes: 64, uid: 61_000, ..SandboxConfig::default() };
     let started = Instant::now();
     let outcome = run(&config, &dir, "bomb() { bomb | bomb & }; bomb; sleep 2; echo survived").await;
     assert!(started.elapsed() < Duration::from_secs(25));

@@ -75,10 +75,15 @@ async fn bad_input_is_invalid_argument_naming_every_field() {
 
     // A repository of the github service needs that service; local paths need the setting.
     let mut request = task_request(&repo, "Fix paginate()", Strategy::SingleShot);
-    request.repository.as_mut().unwrap().location = Some(pb::repository::Location::RepositoryId("repo-1".into()));
+    request.repository.as_mut().unwrap().location =
+        Some(pb::repository::Location::RepositoryId("repo-1".into()));
     assert_eq!(code(alice.create_task(request).await), Code::FailedPrecondition);
     let strict = platform.orchestration.replica(|c| c.allow_local_repositories = false).await;
-    let status = strict.user("alice").await.create_task(task_request(&repo, "Fix paginate()", Strategy::SingleShot)).await;
+    let status = strict
+        .user("alice")
+        .await
+        .create_task(task_request(&repo, "Fix paginate()", Strategy::SingleShot))
+        .await;
     assert_eq!(code(status), Code::FailedPrecondition);
     strict.stop().await;
 
@@ -323,6 +328,16 @@ async fn the_eleventh_execution_within_an_hour_is_refused_with_retry_info() {
     assert!(retry > Duration::from_secs(3_000) && retry <= Duration::from_secs(3_600), "{retry:?}");
     let quota = carol.get_user_quota(pb::GetUserQuotaRequest {}).await.unwrap().into_inner();
     assert_eq!(quota.executions_per_hour.map(|q| (q.used, q.limit)), Some((10, 10)));
+    // Operators see the queue on /metrics (refreshed every 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = platform.orchestration.metrics().await;
+        if metrics.contains("codingagent_orchestration_runs_queued{service_name=\"orchestration\"} 10") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // Another user is not affected.
     let mut dave = platform.orchestration.user("dave").await;
     create(&mut dave, task_request(&repo, "Fix paginate()", Strategy::SingleShot)).await;
