@@ -31,6 +31,9 @@ pub(crate) struct EvalArgs {
     /// Seconds each task may take before it is cancelled.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Iterations per run (the server's default when unset).
+    #[arg(long)]
+    max_iterations: Option<i32>,
     /// The user the tasks belong to.
     #[arg(long, default_value = "eval")]
     user: String,
@@ -68,7 +71,12 @@ pub(crate) async fn run(args: EvalArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.timeout),
         work_dir: std::env::temp_dir().join("codingagent-eval"),
         sandbox,
-        budget: None,
+        budget: args.max_iterations.map(|max_iterations| {
+            codingagent_proto::codingagent::orchestration::v1::TaskBudget {
+                max_iterations,
+                ..Default::default()
+            }
+        }),
     };
     let outcomes = eval::run(&mut client, &fixtures, &options, |done, total, o| {
         let verdict = if o.solved { "solved" } else { "not solved" };
