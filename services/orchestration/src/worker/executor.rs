@@ -621,17 +621,16 @@ impl Ctx<'_> {
             );
         }
         let passed = outcome.passed();
-        let cut = outcome.stdout.omitted_bytes + outcome.stderr.omitted_bytes;
-        if cut > 0 {
-            self.log
-                .write(
-                    Some(step),
-                    Line::orchestrator(format!(
-                        "output truncated: {cut} bytes omitted between head and tail"
-                    ))
-                    .warn(),
-                )
-                .await;
+        // Only the head streamed live; the end of a long output (where test runners print
+        // their summary) is logged once the command is done.
+        for (stderr, captured) in [(false, &outcome.stdout), (true, &outcome.stderr)] {
+            if captured.omitted_bytes > 0 {
+                let notice = format!("[… {} bytes omitted …]", captured.omitted_bytes);
+                self.log.write(Some(step), Line::orchestrator(notice).warn()).await;
+                for line in captured.tail.lines() {
+                    self.log.write(Some(step), Line::sandbox(stderr, line.to_owned())).await;
+                }
+            }
         }
         let summary = if outcome.timed_out {
             format!("killed at the sandbox's wall-time limit of {} s", config.wall_secs)

@@ -247,6 +247,18 @@ async fn failures_are_recorded_with_their_reason() {
         wait_for(&mut alice, &task.id, &[pb::TaskState::Failed, pb::TaskState::Succeeded], RUN_TIMEOUT).await;
     let failure = failed.failure.clone().unwrap();
     assert_eq!(failure.reason(), pb::TaskFailureReason::TestsFailed, "{failure:?}");
+    // A flood of output is cut in the middle; its end, with the runner's summary, is logged.
+    platform.model.answer(Role::Coder, fixtures::PAGING_FIX);
+    let mut request = task_request(&fixtures::paging(), "Fix paginate()", Strategy::SingleShot);
+    request.test_command = "seq 1 300000; echo 'FAILED (failures=1)'; exit 1".into();
+    let task = create(&mut alice, request).await;
+    wait_for(&mut alice, &task.id, &[pb::TaskState::Failed], RUN_TIMEOUT).await;
+    let log = crate::harness::lines(&mut alice, &task.id, 0).await;
+    assert!(log.iter().any(|l| l.message.contains("bytes omitted")));
+    assert!(
+        log.iter().any(|l| l.message == "FAILED (failures=1)" && l.source() == pb::LogSource::SandboxStdout)
+    );
+    assert!(log.len() < 20_000, "the flood was not logged whole: {} lines", log.len());
     // A repository that cannot be cloned fails the run, with the reason in the log.
     let broken = fixtures::paging();
     std::fs::remove_dir_all(broken.join(".git/objects")).unwrap();
