@@ -66,6 +66,8 @@ pub(crate) enum CallError {
     Failed(String),
     #[error("the user's model budget is spent: {0}")]
     Budget(String),
+    #[error("the prompt does not fit the model's context: {0}")]
+    ContextExceeded(String),
 }
 
 fn channel(endpoint: &EndpointConfig, timeout: Duration) -> anyhow::Result<Option<Channel>> {
@@ -199,6 +201,11 @@ impl Clients {
         };
         let classify = |status: tonic::Status| match status.code() {
             tonic::Code::ResourceExhausted => CallError::Budget(status.message().to_owned()),
+            // The provider's own words (llama.cpp: "exceeds the available context size",
+            // OpenAI: "maximum context length"), passed through by the llm service.
+            tonic::Code::InvalidArgument if status.message().contains("context") => {
+                CallError::ContextExceeded(status.message().to_owned())
+            }
             _ => CallError::Failed(describe(&status)),
         };
         let mut stream = client

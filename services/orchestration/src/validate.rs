@@ -215,7 +215,7 @@ pub(crate) fn check_git_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_public(ip: IpAddr) -> bool {
+pub(crate) fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -241,6 +241,33 @@ fn is_public(ip: IpAddr) -> bool {
                 || (first & 0xffc0) == 0xfe80)
         }
     }
+}
+
+/// The host a valid git URL names (see [`check_git_url`]).
+pub(crate) fn git_host(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("ssh://").map(|r| r.split_once('@').map_or(r, |(_, host)| host)))
+        .or_else(|| url.strip_prefix("git@"))?;
+    let host = match rest.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next()?,
+        None => rest.split(['/', ':']).next()?.rsplit('@').next()?,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Refuses a host whose DNS answer includes a loopback, private or link-local address, so a
+/// public-looking name cannot point the clone into the worker's network. (The check and
+/// git's own lookup are separate: a name that changes its answer in between is not caught.)
+pub(crate) async fn check_resolved_host(host: &str) -> Result<(), String> {
+    let addresses =
+        tokio::net::lookup_host((host, 443)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    for address in addresses {
+        if !is_public(address.ip()) {
+            return Err(format!("{host} resolves to {}, which is not a public address", address.ip()));
+        }
+    }
+    Ok(())
 }
 
 /// The title from the text's first line when none was given.
@@ -283,6 +310,22 @@ mod tests {
         ] {
             assert!(check_git_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hosts_come_out_of_every_url_form() {
+        assert_eq!(git_host("https://github.com/a/b.git").as_deref(), Some("github.com"));
+        assert_eq!(git_host("git@GitLab.com:a/b.git").as_deref(), Some("gitlab.com"));
+        assert_eq!(git_host("ssh://git@example.org:2222/a/b").as_deref(), Some("example.org"));
+        assert_eq!(git_host("https://[2001:db8::1]/a/b").as_deref(), Some("2001:db8::1"));
+        assert_eq!(git_host("file:///etc"), None);
+    }
+
+    #[tokio::test]
+    async fn names_that_resolve_to_this_machine_are_refused() {
+        // `localhost.` resolves from /etc/hosts on every machine, without a network.
+        let refused = check_resolved_host("localhost").await.unwrap_err();
+        assert!(refused.contains("not a public address"), "{refused}");
     }
 
     #[test]

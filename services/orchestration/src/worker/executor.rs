@@ -369,6 +369,16 @@ impl Ctx<'_> {
 
     async fn prepare(&mut self, progress: &mut Progress, step: Uuid) -> anyhow::Result<StepOutcome> {
         let source = self.task.repo_location.clone();
+        if self.task.repo_kind == REPO_GIT_URL
+            && let Some(host) = crate::validate::git_host(&source)
+            && let Err(why) = crate::validate::check_resolved_host(&host).await
+        {
+            return Ok(self.fail(
+                progress,
+                TaskFailureReason::RepositoryUnavailable,
+                format!("refusing to clone: {why}"),
+            ));
+        }
         self.log.write(Some(step), Line::orchestrator(format!("cloning {source}"))).await;
         let workspace = match self.clone().await {
             Ok(workspace) => workspace,
@@ -475,11 +485,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn messages(progress: &Progress) -> Vec<(i32, String)> {
+    fn messages(progress: &Progress, keep_last: usize) -> Vec<(i32, String)> {
         let mut messages = vec![(Role::System as i32, prompts::CODER.to_owned())];
         messages.extend(
             progress
-                .conversation(12)
+                .conversation(keep_last)
                 .into_iter()
                 .map(|t| (if t.assistant { Role::Assistant } else { Role::User } as i32, t.text.clone())),
         );
@@ -488,7 +498,15 @@ impl Ctx<'_> {
 
     async fn generate(&mut self, progress: &mut Progress, step: Uuid) -> StepOutcome {
         let model = self.run.model.clone();
-        let completion = match self.ask(step, "coder", &model, Self::messages(progress)).await {
+        let mut asked = self.ask(step, "coder", &model, Self::messages(progress, 12)).await;
+        if let Err(CallError::ContextExceeded(why)) = &asked {
+            // A long run outgrew a small model's context: the request and the latest feedback
+            // are what it needs most.
+            let notice = format!("{why}; asking again with only the request and the last turn");
+            self.log.write(Some(step), Line::orchestrator(notice).warn()).await;
+            asked = self.ask(step, "coder", &model, Self::messages(progress, 1)).await;
+        }
+        let completion = match asked {
             Ok(completion) => completion,
             Err(error) => return self.call_failed(progress, error),
         };

@@ -27,6 +27,8 @@ struct Answer {
     text: String,
     /// Pause before the first token (to hold a step open).
     delay: Duration,
+    /// Answer with this HTTP status and body instead (a recorded error payload).
+    error: Option<(u16, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +67,20 @@ impl ModelDouble {
 
     pub(crate) fn answer_after(&self, role: Role, text: impl Into<String>, delay: Duration) -> &Self {
         let mut script = self.script.lock().unwrap();
-        let answer = Answer { text: text.into(), delay };
+        let answer = Answer { text: text.into(), delay, error: None };
+        match role {
+            Role::Coder => script.coder.push_back(answer),
+            Role::Planner => script.planner.push_back(answer),
+            Role::Reviewer => script.reviewer.push_back(answer),
+        }
+        self
+    }
+
+    /// Queues an error answer for `role`: `status` with the recorded `body`.
+    pub(crate) fn fail(&self, role: Role, status: u16, body: &str) -> &Self {
+        let mut script = self.script.lock().unwrap();
+        let answer =
+            Answer { text: String::new(), delay: Duration::ZERO, error: Some((status, body.to_owned())) };
         match role {
             Role::Coder => script.coder.push_back(answer),
             Role::Planner => script.planner.push_back(answer),
@@ -134,6 +149,13 @@ async fn complete(State(script): State<Arc<Mutex<Script>>>, body: String) -> Res
             .body(Body::from(error.to_string()))
             .unwrap();
     };
+    if let Some((status, body)) = answer.error {
+        return Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+    }
     let prompt_tokens = body.len() as i64 / 4;
     let chunks: Vec<String> =
         answer.text.chars().collect::<Vec<_>>().chunks(12).map(|c| c.iter().collect()).collect();

@@ -276,3 +276,33 @@ async fn failures_are_recorded_with_their_reason() {
     assert_eq!(failed.failure.unwrap().reason(), pb::TaskFailureReason::IterationsExhausted);
     platform.stop().await;
 }
+
+#[tokio::test]
+async fn a_prompt_too_long_for_the_model_is_asked_again_shorter() {
+    let platform = Platform::start(|_| {}).await;
+    // The local model server's recorded answer to a prompt beyond its 4,096 tokens.
+    let exceeded = include_str!("../../../llm/tests/fixtures/openai/error_context_exceeded.json");
+    platform
+        .model
+        .answer(Role::Coder, fixtures::PAGING_WRONG)
+        .fail(Role::Coder, 400, exceeded)
+        .answer(Role::Coder, fixtures::PAGING_FIX_AFTER_WRONG);
+    let mut alice = platform.orchestration.user("alice").await;
+    let task =
+        create(&mut alice, task_request(&fixtures::paging(), "Fix paginate()", Strategy::Iterative)).await;
+    let done =
+        wait_for(&mut alice, &task.id, &[pb::TaskState::Succeeded, pb::TaskState::Failed], RUN_TIMEOUT).await;
+    assert_eq!(done.state(), pb::TaskState::Succeeded, "{}", log_text(&mut alice, &task.id).await);
+    let sizes: Vec<usize> = platform
+        .model
+        .requests(Role::Coder)
+        .iter()
+        .map(|r| r["messages"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes.len(), 3);
+    assert!(sizes[2] < sizes[1], "the retry was shorter: {sizes:?}");
+    assert!(
+        log_text(&mut alice, &task.id).await.contains("asking again with only the request and the last turn")
+    );
+    platform.stop().await;
+}
