@@ -176,7 +176,9 @@ impl Orchestration {
     }
 
     /// A replica whose every task (workers, sandboxes) dies at once with [`Self::crash`],
-    /// like a process killed with SIGKILL: no shutdown, no lease released.
+    /// like a process killed with SIGKILL: no shutdown, no lease released. The benchmark
+    /// uses it; the test kills a real process.
+    #[allow(dead_code)]
     pub(crate) async fn doomed_replica(&self, configure: impl FnOnce(&mut Config)) -> Self {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -185,6 +187,7 @@ impl Orchestration {
         Self::start_on(Some(runtime), config, None).await
     }
 
+    #[allow(dead_code)]
     pub(crate) fn crash(mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();

@@ -1,5 +1,5 @@
-//! Durable execution: a worker killed in the middle of a run (its whole runtime gone at once,
-//! sandbox included, nothing released) is replaced by another worker that resumes the run.
+//! Durable execution: a worker process killed with SIGKILL in the middle of a run (sandbox
+//! included, nothing released) is replaced by another worker that resumes the run.
 
 use crate::double::Role;
 use crate::fixtures;
@@ -8,11 +8,24 @@ use codingagent_proto::codingagent::common::v1::Strategy;
 use codingagent_proto::codingagent::orchestration::v1 as pb;
 use std::time::{Duration, Instant};
 
+const WORKER_DATABASE: &str = "ORCHESTRATION_TEST_WORKER_DATABASE";
+const WORKER_LLM: &str = "ORCHESTRATION_TEST_WORKER_LLM";
+const WORKER_WORKSPACES: &str = "ORCHESTRATION_TEST_WORKER_WORKSPACES";
+
 #[tokio::test]
 async fn a_run_whose_worker_dies_is_resumed_elsewhere_without_repeating_completed_steps() {
-    // The first replica serves the API only; the doomed one does the work until it dies.
+    // The first replica serves the API only; a worker in its own process does the work
+    // until it is killed.
     let platform = Platform::start(|c| c.worker.concurrency = 0).await;
-    let doomed = platform.orchestration.doomed_replica(|c| c.worker.concurrency = 1).await;
+    let config = &platform.orchestration.config;
+    let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "resume::worker_process", "--ignored", "--nocapture"])
+        .env(WORKER_DATABASE, config.database.url.expose())
+        .env(WORKER_LLM, &config.llm.endpoint)
+        .env(WORKER_WORKSPACES, &config.worker.workspace_root)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     platform.model.answer(Role::Coder, fixtures::PAGING_FIX);
     let mut alice = platform.orchestration.user("alice").await;
     let mut request = task_request(&fixtures::paging(), "Fix paginate()", Strategy::SingleShot);
@@ -25,7 +38,8 @@ async fn a_run_whose_worker_dies_is_resumed_elsewhere_without_repeating_complete
     }
     let rescuer = platform.orchestration.replica(|c| c.worker.concurrency = 1).await;
     let crashed_at = chrono::Utc::now();
-    doomed.crash();
+    worker.kill().unwrap(); // SIGKILL
+    worker.wait().unwrap();
 
     let done = wait_for(
         &mut alice,
@@ -78,4 +92,29 @@ async fn a_run_whose_worker_dies_is_resumed_elsewhere_without_repeating_complete
     assert_eq!(diff.files.iter().map(|f| (f.additions, f.deletions)).collect::<Vec<_>>(), [(1, 1)]);
     rescuer.stop().await;
     platform.stop().await;
+}
+
+/// The worker process of the test above: an orchestration replica on the test's database,
+/// running until it is killed. Without the test's environment it does nothing.
+#[tokio::test]
+#[ignore = "started (and killed) by a_run_whose_worker_dies_is_resumed_elsewhere_without_repeating_completed_steps"]
+async fn worker_process() {
+    let Ok(url) = std::env::var(WORKER_DATABASE) else { return };
+    use codingagent_kernel::config::Secret;
+    let mut config = codingagent_orchestration::Config::default();
+    config.server.listen_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.database.url = Secret::new(url);
+    config.redis.url = Secret::new(codingagent_testkit::redis_url());
+    config.kafka.bootstrap_servers = codingagent_testkit::kafka_bootstrap();
+    config.kafka.topic_prefix = codingagent_testkit::TOPIC_PREFIX.into();
+    config.allow_local_repositories = true;
+    config.worker.concurrency = 1;
+    config.worker.lease_secs = 3;
+    config.worker.poll_ms = 200;
+    config.worker.workspace_root = std::env::var(WORKER_WORKSPACES).unwrap().into();
+    config.llm.endpoint = std::env::var(WORKER_LLM).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    codingagent_orchestration::serve(config, listener, codingagent_kernel::CancellationToken::new())
+        .await
+        .unwrap();
 }
