@@ -10,21 +10,25 @@ use codingagent_proto::helpers::timestamp;
 use sqlx::PgConnection;
 use std::time::Duration;
 
-/// Executions in the sliding hour: runs started plus tasks still waiting for their first run.
+/// Executions in the sliding hour: runs started plus tasks still waiting for their first run,
+/// and when the oldest of them leaves the window. One statement, so both counts come from
+/// one snapshot: a task being queued meanwhile (its run inserted, its state moved on) is
+/// counted once, never zero times.
 async fn executions(
     conn: &mut PgConnection,
     owner: &str,
 ) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>)> {
-    let (runs, oldest) = crate::store::runs::executions_last_hour(conn, owner).await?;
-    let (waiting, oldest_waiting): (i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
-        "SELECT count(*), min(created_at) + interval '1 hour' FROM tasks WHERE owner = $1 AND state IN (1, 2) \
-         AND deleted_at IS NULL AND created_at > now() - interval '1 hour'",
+    Ok(sqlx::query_as(
+        "WITH e AS ( \
+           SELECT created_at FROM runs WHERE owner = $1 AND created_at > now() - interval '1 hour' \
+           UNION ALL \
+           SELECT created_at FROM tasks WHERE owner = $1 AND state IN (1, 2) AND deleted_at IS NULL \
+             AND created_at > now() - interval '1 hour') \
+         SELECT count(*), min(created_at) + interval '1 hour' FROM e",
     )
     .bind(owner)
     .fetch_one(&mut *conn)
-    .await?;
-    let oldest = [oldest, oldest_waiting].into_iter().flatten().min();
-    Ok((runs + waiting, oldest))
+    .await?)
 }
 
 /// Inside the creating (or retrying) transaction: refuses the execution when the owner's

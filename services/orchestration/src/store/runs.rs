@@ -220,20 +220,6 @@ pub(crate) async fn used(conn: &mut PgConnection, task_id: Uuid) -> Result<Budge
     Ok(Budget { tokens, iterations: iterations as i32, wall_secs: wall.ceil() as i64 })
 }
 
-/// Runs the owner started in the last hour, and when the oldest of them leaves the window.
-pub(crate) async fn executions_last_hour(
-    conn: &mut PgConnection,
-    owner: &str,
-) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*), min(created_at) + interval '1 hour' FROM runs \
-         WHERE owner = $1 AND created_at > now() - interval '1 hour'",
-    )
-    .bind(owner)
-    .fetch_one(conn)
-    .await
-}
-
 /// Runs of the owner executing now, and tokens used by their runs this month (UTC).
 pub(crate) async fn owner_usage(conn: &mut PgConnection, owner: &str) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(

@@ -91,10 +91,20 @@ async fn run_claimed(engine: &Arc<Engine>, run: RunRow, resumed: bool, stop: &Ca
             _ => return,
         }
     };
-    if let Err(error) = started(engine, &task, &run, resumed).await {
-        tracing::warn!(%error, run_id = %run.id, "cannot start the run");
-        release(engine, &run).await;
-        return;
+    match started(engine, &task, &run, resumed).await {
+        Ok(true) => {}
+        // Cancelled (or retried) between the claim and the start: nothing to run.
+        Ok(false) => {
+            if let Err(error) = stopped(engine, &task, &run, CANCELLED).await {
+                tracing::warn!(%error, run_id = %run.id, "cannot record the cancelled run");
+            }
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, run_id = %run.id, "cannot start the run");
+            release(engine, &run).await;
+            return;
+        }
     }
     let why = Arc::new(AtomicU8::new(RUNNING));
     let cancel = CancellationToken::new();
@@ -147,10 +157,14 @@ fn failed_progress(reason: TaskFailureReason, message: String) -> Progress {
     }
 }
 
-/// The task becomes RUNNING (first claim), and TaskStarted is published.
-async fn started(engine: &Engine, task: &TaskRow, run: &RunRow, resumed: bool) -> crate::error::Result<()> {
+/// The task becomes RUNNING (first claim), and TaskStarted is published; `false` when the
+/// task no longer waits for this run (it was cancelled, deleted or retried meanwhile).
+async fn started(engine: &Engine, task: &TaskRow, run: &RunRow, resumed: bool) -> crate::error::Result<bool> {
     let mut tx = engine.pool.begin().await?;
-    let Some(current) = tasks::get(&mut tx, task.id, true).await? else { return Ok(()) };
+    let Some(current) = tasks::get(&mut tx, task.id, true).await? else { return Ok(false) };
+    if crate::state::is_terminal(current.state()) || current.current_run_id != Some(run.id) {
+        return Ok(false);
+    }
     if current.state() == TaskState::Queued {
         lifecycle::transition(
             &mut tx,
@@ -174,7 +188,7 @@ async fn started(engine: &Engine, task: &TaskRow, run: &RunRow, resumed: bool) -
     };
     lifecycle::publish(&mut tx, task, &event).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Renews the lease until the run ends; cancels it when the task was cancelled, the lease
