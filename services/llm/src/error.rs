@@ -103,6 +103,9 @@ impl From<LlmError> for Status {
                 ProviderError::Rejected(message) => {
                     StatusBuilder::new(Code::InvalidArgument, "PROVIDER_REJECTED", message).build()
                 }
+                ProviderError::ContextExceeded(message) => {
+                    StatusBuilder::new(Code::InvalidArgument, "CONTEXT_EXCEEDED", message).build()
+                }
                 ProviderError::Unsupported(what) => error::failed_precondition(
                     "UNSUPPORTED",
                     format!("{what} is not supported by this provider"),

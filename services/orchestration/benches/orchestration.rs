@@ -136,8 +136,6 @@ async fn tail_latency(platform: &Platform) {
     let pool = database_pool(platform).await;
     let task = create(&mut owner, task_request(&fixtures::paging(), "Latency", Strategy::SingleShot)).await;
     wait_for(&mut owner, &task.id, &[pb::TaskState::Queued], Duration::from_secs(10)).await;
-    let last = client.get_task(pb::GetTaskRequest { task_id: task.id.clone() }).await.unwrap();
-    let _ = last;
     let mut stream = client
         .stream_task_logs(pb::StreamTaskLogsRequest { task_id: task.id.clone(), ..Default::default() })
         .await

@@ -15,6 +15,7 @@ use futures::StreamExt;
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
 
 type Classifier = ClassifierServiceClient<InterceptedService<Channel, OutboundIdentity>>;
 type Llm = LlmServiceClient<InterceptedService<Channel, OutboundIdentity>>;
@@ -201,9 +202,9 @@ impl Clients {
         };
         let classify = |status: tonic::Status| match status.code() {
             tonic::Code::ResourceExhausted => CallError::Budget(status.message().to_owned()),
-            // The provider's own words (llama.cpp: "exceeds the available context size",
-            // OpenAI: "maximum context length"), passed through by the llm service.
-            tonic::Code::InvalidArgument if status.message().contains("context") => {
+            tonic::Code::InvalidArgument
+                if status.get_details_error_info().is_some_and(|info| info.reason == "CONTEXT_EXCEEDED") =>
+            {
                 CallError::ContextExceeded(status.message().to_owned())
             }
             _ => CallError::Failed(describe(&status)),

@@ -59,6 +59,11 @@ impl From<codingagent_kernel::idempotency::Error> for OrchestrationError {
     }
 }
 
+/// A database error as the status a stream ends with (streams yield statuses, not this enum).
+pub(crate) fn db_status(error: sqlx::Error) -> Status {
+    error::database(&error)
+}
+
 impl From<OrchestrationError> for Status {
     fn from(value: OrchestrationError) -> Self {
         match value {

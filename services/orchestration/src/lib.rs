@@ -27,6 +27,7 @@ mod state;
 mod store;
 mod strategy;
 mod tasks;
+mod text;
 mod validate;
 mod watch;
 mod worker;

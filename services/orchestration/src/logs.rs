@@ -5,7 +5,7 @@
 use crate::access::{self, Action};
 use crate::convert;
 use crate::engine::Engine;
-use crate::error::{OrchestrationError, Result};
+use crate::error::{OrchestrationError, Result, db_status};
 use crate::notify;
 use crate::store::logs::{self as store, NewLine};
 use crate::store::tasks;
@@ -97,12 +97,9 @@ impl Line {
                 parts.push(rest.to_owned());
                 break;
             }
-            let mut cut = MAX_LINE_BYTES;
-            while !rest.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            parts.push(rest[..cut].to_owned());
-            rest = &rest[cut..];
+            let part = crate::text::prefix(rest, MAX_LINE_BYTES);
+            parts.push(part.to_owned());
+            rest = &rest[part.len()..];
         }
         parts.into_iter().map(|message| NewLine { message, ..self.0.clone() }).collect()
     }
@@ -253,8 +250,8 @@ pub(crate) async fn stream(
         let mut replayed = 0i64;
         loop {
             let rows = {
-                let mut conn = engine.pool.acquire().await.map_err(db)?;
-                store::after(&mut conn, id, cursor, min_level, PAGE).await.map_err(db)?
+                let mut conn = engine.pool.acquire().await.map_err(db_status)?;
+                store::after(&mut conn, id, cursor, min_level, PAGE).await.map_err(db_status)?
             };
             let full = rows.len() as i64 == PAGE;
             for row in &rows {
@@ -271,12 +268,12 @@ pub(crate) async fn stream(
         loop {
             // State first, then lines: lines committed before a terminal state are all read.
             let (state, rows) = {
-                let mut conn = engine.pool.acquire().await.map_err(db)?;
-                let Some(task) = tasks::get(&mut conn, id, false).await.map_err(db)? else {
+                let mut conn = engine.pool.acquire().await.map_err(db_status)?;
+                let Some(task) = tasks::get(&mut conn, id, false).await.map_err(db_status)? else {
                     Err(tonic::Status::from(OrchestrationError::not_found("task", id.to_string())))?;
                     return;
                 };
-                (task.state(), store::after(&mut conn, id, cursor, min_level, PAGE).await.map_err(db)?)
+                (task.state(), store::after(&mut conn, id, cursor, min_level, PAGE).await.map_err(db_status)?)
             };
             let more = rows.len() as i64 == PAGE;
             for row in &rows {
@@ -300,10 +297,6 @@ pub(crate) async fn stream(
         }
     };
     Ok(Box::pin(stream))
-}
-
-fn db(error: sqlx::Error) -> tonic::Status {
-    codingagent_kernel::error::database(&error)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

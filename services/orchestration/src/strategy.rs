@@ -116,19 +116,13 @@ const MAX_TURN_BYTES: usize = 24 * 1024;
 /// Review rounds per plan item before the item is given up on.
 pub(crate) const MAX_REVIEW_ROUNDS: u32 = 2;
 
-pub(crate) fn hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+fn hash(text: &str) -> u64 {
+    crate::text::fnv(text.as_bytes())
 }
 
 fn cap(text: &str) -> String {
-    if text.len() <= MAX_TURN_BYTES {
-        return text.to_owned();
-    }
-    let mut cut = MAX_TURN_BYTES;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}\n[cut]", &text[..cut])
+    let kept = crate::text::prefix(text, MAX_TURN_BYTES);
+    if kept.len() == text.len() { text.to_owned() } else { format!("{kept}\n[cut]") }
 }
 
 impl Progress {

@@ -266,11 +266,7 @@ pub(crate) async fn list(
         let mut fingerprint = request.clone();
         fingerprint.page_token.clear();
         fingerprint.page_size = 0;
-        let bytes = prost::Message::encode_to_vec(&fingerprint);
-        format!(
-            "{:x}",
-            bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
-        )
+        format!("{:x}", crate::text::fnv(&prost::Message::encode_to_vec(&fingerprint)))
     };
     let cursor: Option<ListCursor> = pagination::decode(&request.page_token)?;
     if cursor.as_ref().is_some_and(|c| c.query != query) {

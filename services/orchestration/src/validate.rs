@@ -179,20 +179,13 @@ pub(crate) fn check_git_url(url: &str) -> Result<(), String> {
     if url.len() > 2_048 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("must be a URL of at most 2048 characters without spaces".into());
     }
-    let host_and_rest = if let Some(rest) = url.strip_prefix("https://") {
-        rest
-    } else if let Some(rest) = url.strip_prefix("ssh://") {
-        rest.split_once('@').map_or(rest, |(_, host)| host)
-    } else if let Some(rest) = url.strip_prefix("git@") {
-        rest
-    } else {
+    let Some((host, path)) = split_git_url(url) else {
         return Err("must be an https:// or ssh URL (git@host:owner/repo.git)".into());
     };
-    let authority = host_and_rest.split(['/', ':']).next().unwrap_or_default();
-    if url.starts_with("https://") && host_and_rest.split('/').next().unwrap_or_default().contains('@') {
+    if url.starts_with("https://") && host.contains('@') {
         return Err("must not carry credentials; connect the repository through the github service".into());
     }
-    let host = authority.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
     if host.is_empty() || !host.contains('.') && host.parse::<IpAddr>().is_err() {
         return Err("must name a public host".into());
     }
@@ -208,11 +201,23 @@ pub(crate) fn check_git_url(url: &str) -> Result<(), String> {
     {
         return Err("must not point at a loopback, private or link-local address".into());
     }
-    let path = &host_and_rest[authority.len()..];
     if path.trim_matches(['/', ':']).is_empty() {
         return Err("must name a repository (owner/name)".into());
     }
     Ok(())
+}
+
+/// The host (an `https://` userinfo left in, so it can be refused; brackets of an IPv6
+/// literal removed) and the rest of an https or ssh git URL; `None` for other schemes.
+fn split_git_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("ssh://").map(|r| r.split_once('@').map_or(r, |(_, host)| host)))
+        .or_else(|| url.strip_prefix("git@"))?;
+    Some(match rest.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').unwrap_or((bracketed, "")),
+        None => rest.split_at(rest.find(['/', ':']).unwrap_or(rest.len())),
+    })
 }
 
 pub(crate) fn is_public(ip: IpAddr) -> bool {
@@ -245,14 +250,8 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
 
 /// The host a valid git URL names (see [`check_git_url`]).
 pub(crate) fn git_host(url: &str) -> Option<String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("ssh://").map(|r| r.split_once('@').map_or(r, |(_, host)| host)))
-        .or_else(|| url.strip_prefix("git@"))?;
-    let host = match rest.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next()?,
-        None => rest.split(['/', ':']).next()?.rsplit('@').next()?,
-    };
+    let (host, _) = split_git_url(url)?;
+    let host = host.rsplit('@').next()?;
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 

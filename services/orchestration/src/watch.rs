@@ -3,7 +3,7 @@
 //! replays what it missed; then changes stream live, woken by NOTIFY on any replica.
 
 use crate::engine::Engine;
-use crate::error::{OrchestrationError, Result};
+use crate::error::{OrchestrationError, Result, db_status};
 use crate::notify;
 use crate::store::tasks;
 use codingagent_kernel::identity::Caller;
@@ -60,8 +60,8 @@ pub(crate) async fn open(
         if cursor == 0 {
             cursor = newest;
             let rows = {
-                let mut conn = engine.pool.acquire().await.map_err(db)?;
-                tasks::unfinished(&mut conn, Some(&owner)).await.map_err(db)?
+                let mut conn = engine.pool.acquire().await.map_err(db_status)?;
+                tasks::unfinished(&mut conn, Some(&owner)).await.map_err(db_status)?
             };
             for row in rows.iter().filter(|r| wanted(&r.id)) {
                 delivered += 1;
@@ -72,8 +72,8 @@ pub(crate) async fn open(
         let mut caught_up = false;
         loop {
             let rows = {
-                let mut conn = engine.pool.acquire().await.map_err(db)?;
-                tasks::changes_after(&mut conn, Some(&owner), cursor, 500).await.map_err(db)?
+                let mut conn = engine.pool.acquire().await.map_err(db_status)?;
+                tasks::changes_after(&mut conn, Some(&owner), cursor, 500).await.map_err(db_status)?
             };
             let full = rows.len() == 500;
             for row in rows {
@@ -95,8 +95,4 @@ pub(crate) async fn open(
         }
     };
     Ok(Box::pin(stream))
-}
-
-fn db(error: sqlx::Error) -> tonic::Status {
-    codingagent_kernel::error::database(&error)
 }

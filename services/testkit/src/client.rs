@@ -55,3 +55,17 @@ pub async fn connect_as(
     let token = TokenMinter::new(identity).mint(caller).expect("the test's identity settings mint tokens");
     InterceptedService::new(connect(addr).await, StaticToken::new(Some(token)))
 }
+
+/// The whole HTTP response of `GET /metrics` on `addr` (status line, headers, Prometheus
+/// text), as a scraper sees it.
+pub async fn metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("the server accepts connections");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("the request is sent");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("the response is read");
+    String::from_utf8_lossy(&response).into_owned()
+}

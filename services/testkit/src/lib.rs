@@ -10,7 +10,7 @@ mod infra;
 mod kafka;
 mod probe;
 
-pub use client::{connect, connect_as, wait_until_serving};
+pub use client::{connect, connect_as, metrics, wait_until_serving};
 pub use config::{Sections, load_config, sections};
 pub use infra::{TOPIC_PREFIX, TestDatabase, dev, kafka_bootstrap, redis_url, repo_path, topic, unique_name};
 pub use kafka::{Record, delete_topic, find_record, publish_event, read_topic};

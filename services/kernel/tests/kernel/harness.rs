@@ -119,15 +119,7 @@ impl TestServer {
 
     /// The `/metrics` text.
     pub(crate) async fn metrics_text(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("send");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.expect("read");
-        String::from_utf8_lossy(&response).into_owned()
+        codingagent_testkit::metrics(self.addr).await
     }
 
     pub(crate) fn token_for(&self, user: &str) -> String {

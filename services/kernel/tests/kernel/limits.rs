@@ -12,11 +12,8 @@ use tonic_types::StatusExt;
 
 /// The RPC series `/metrics` holds now.
 async fn rpc_series(server: &TestServer) -> usize {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    String::from_utf8_lossy(&response)
+    codingagent_testkit::metrics(server.addr)
+        .await
         .lines()
         .filter(|line| line.starts_with("codingagent_grpc_server_"))
         .count()

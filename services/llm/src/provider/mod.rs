@@ -69,6 +69,9 @@ pub enum ProviderError {
     /// The provider refused the request as malformed.
     #[error("provider rejected the request: {0}")]
     Rejected(String),
+    /// The prompt is longer than the model's context window: the caller should send less.
+    #[error("the prompt exceeds the model's context: {0}")]
+    ContextExceeded(String),
     /// The provider broke the protocol or failed after the stream started.
     #[error("provider stream failed: {0}")]
     Stream(String),

@@ -59,9 +59,13 @@ async fn check(response: reqwest::Response, model: &str) -> Result<reqwest::Resp
         body["error"]["message"].as_str().or_else(|| body["error"].as_str()).unwrap_or(status.as_str());
     let unknown_model =
         message.contains("model") && (message.contains("not found") || message.contains("does not exist"));
+    // llama.cpp says `type: exceed_context_size_error`, OpenAI `code: context_length_exceeded`.
+    let too_long = body["error"]["type"] == "exceed_context_size_error"
+        || body["error"]["code"] == "context_length_exceeded";
     Err(match status.as_u16() {
         404 => ProviderError::ModelNotFound(model.to_owned()),
         400 if unknown_model => ProviderError::ModelNotFound(model.to_owned()),
+        400 if too_long => ProviderError::ContextExceeded(message.to_owned()),
         // Rate limits and quota are the provider's trouble, not the request's.
         429 => ProviderError::Unavailable(message.to_owned()),
         400..=499 => ProviderError::Rejected(message.to_owned()),
@@ -283,6 +287,22 @@ impl Provider for OpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(status: u16, body: &str) -> reqwest::Response {
+        reqwest::Response::from(http::Response::builder().status(status).body(body.to_owned()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_prompt_beyond_the_context_is_told_apart_from_other_refusals() {
+        let recorded = include_str!("../../tests/fixtures/openai/error_context_exceeded.json");
+        let error = check(answer(400, recorded), "m").await.unwrap_err();
+        assert!(
+            matches!(&error, ProviderError::ContextExceeded(m) if m.contains("4096 tokens")),
+            "{error:?}"
+        );
+        let other = include_str!("../../tests/fixtures/openai/error_missing_messages.json");
+        assert!(matches!(check(answer(400, other), "m").await.unwrap_err(), ProviderError::Rejected(_)));
+    }
 
     async fn run(payloads: &[&str]) -> Vec<Result<ChatEvent, ProviderError>> {
         let owned: Vec<Result<String, ProviderError>> = payloads.iter().map(|p| Ok(p.to_string())).collect();

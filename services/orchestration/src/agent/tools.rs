@@ -24,15 +24,8 @@ pub(crate) async fn run(workspace: &Workspace, tool: &Tool, task_text: &str, map
             Err(error) => format!("cannot list files: {error}"),
         },
     };
-    if output.len() > MAX_OUTPUT {
-        let mut cut = MAX_OUTPUT;
-        while !output.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}\n[output cut at {MAX_OUTPUT} bytes]", &output[..cut])
-    } else {
-        output
-    }
+    let kept = crate::text::prefix(&output, MAX_OUTPUT);
+    if kept.len() == output.len() { output } else { format!("{kept}\n[output cut at {MAX_OUTPUT} bytes]") }
 }
 
 fn open(workspace: &Workspace, path: &str, start: usize, end: Option<usize>) -> String {

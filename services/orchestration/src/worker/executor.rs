@@ -794,14 +794,7 @@ impl Ctx<'_> {
 const MAX_DIFF: usize = 3 * 1024 * 1024;
 
 fn cap(text: String) -> String {
-    if text.len() <= MAX_DIFF {
-        return text;
-    }
-    let mut cut = MAX_DIFF;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text[..cut].to_owned()
+    crate::text::prefix(&text, MAX_DIFF).to_owned()
 }
 
 fn short(sha: &str) -> &str {

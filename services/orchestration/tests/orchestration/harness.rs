@@ -210,15 +210,7 @@ impl Orchestration {
 
     /// The service's Prometheus exposition.
     pub(crate) async fn metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nhost: orchestration\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.unwrap();
-        body
+        codingagent_testkit::metrics(self.addr).await
     }
 
     pub(crate) async fn stop(mut self) {

@@ -87,6 +87,51 @@ async fn bad_input_is_invalid_argument_naming_every_field() {
     assert_eq!(code(status), Code::FailedPrecondition);
     strict.stop().await;
 
+    // Malformed ids, cursors and enum values name their field on every RPC that takes them.
+    let bad = |status: tonic::Status| (status.code(), violations(&status));
+    let field = |name: &str| (Code::InvalidArgument, vec![name.to_owned()]);
+    assert_eq!(
+        bad(alice.get_task(pb::GetTaskRequest { task_id: "nope".into() }).await.unwrap_err()),
+        field("task_id")
+    );
+    assert_eq!(
+        bad(alice.get_run(pb::GetRunRequest { run_id: "".into() }).await.unwrap_err()),
+        field("run_id")
+    );
+    let stream = pb::StreamTaskLogsRequest {
+        task_id: uuid::Uuid::nil().to_string(),
+        after_seq: -1,
+        ..Default::default()
+    };
+    assert_eq!(bad(alice.stream_task_logs(stream).await.unwrap_err()), field("after_seq"));
+    let stream = pb::StreamTaskLogsRequest {
+        task_id: uuid::Uuid::nil().to_string(),
+        min_level: 9,
+        ..Default::default()
+    };
+    assert_eq!(bad(alice.stream_task_logs(stream).await.unwrap_err()), field("min_level"));
+    assert_eq!(
+        bad(alice
+            .watch_tasks(pb::WatchTasksRequest { after_seq: -1, ..Default::default() })
+            .await
+            .unwrap_err()),
+        field("after_seq")
+    );
+    let watch = pb::WatchTasksRequest { task_ids: vec!["x".into()], ..Default::default() };
+    assert_eq!(bad(alice.watch_tasks(watch).await.unwrap_err()), field("task_ids[0]"));
+    let diff =
+        pb::GetTaskDiffRequest { task_id: uuid::Uuid::nil().to_string(), format: 7, ..Default::default() };
+    assert_eq!(bad(alice.get_task_diff(diff).await.unwrap_err()), field("format"));
+    let cancel = pb::CancelTaskRequest {
+        task_id: uuid::Uuid::nil().to_string(),
+        reason: "x".repeat(1_001),
+        ..Default::default()
+    };
+    assert_eq!(bad(alice.cancel_task(cancel).await.unwrap_err()), field("reason"));
+    // A well-formed id nobody has is NOT_FOUND, like someone else's.
+    let unknown = pb::GetTaskRequest { task_id: uuid::Uuid::now_v7().to_string() };
+    assert_eq!(alice.get_task(unknown).await.unwrap_err().code(), Code::NotFound);
+
     // A user may not create tasks for someone else.
     let mut request = task_request(&repo, "Fix paginate()", Strategy::SingleShot);
     request.on_behalf_of = "bob".into();
