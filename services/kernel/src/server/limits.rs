@@ -30,13 +30,41 @@ const STREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct StreamLimitLayer {
     methods: Arc<MethodTable>,
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    per_caller: usize,
+    slots: StreamSlots,
 }
 
 impl StreamLimitLayer {
     pub fn new(methods: Arc<MethodTable>, per_caller: usize) -> Self {
-        Self { methods, open: Arc::default(), per_caller }
+        Self { methods, slots: StreamSlots::new(per_caller) }
+    }
+}
+
+/// Counts open streams per principal key; the gateway holds its own, since its streams are
+/// proxied rather than served.
+#[derive(Debug, Clone)]
+pub struct StreamSlots {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    per_caller: usize,
+}
+
+impl StreamSlots {
+    pub fn new(per_caller: usize) -> Self {
+        Self { open: Arc::default(), per_caller }
+    }
+
+    pub fn per_caller(&self) -> usize {
+        self.per_caller
+    }
+
+    /// A slot for `key`, or `None` when it already holds `per_caller` of them.
+    pub fn acquire(&self, key: String) -> Option<StreamSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(key.clone()).or_insert(0);
+        if *count >= self.per_caller {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot { open: self.open.clone(), caller: key })
     }
 }
 
@@ -56,7 +84,7 @@ pub struct StreamLimit<S> {
 
 /// One open stream's slot; dropping it frees the slot.
 #[derive(Debug)]
-struct StreamSlot {
+pub struct StreamSlot {
     open: Arc<Mutex<HashMap<String, usize>>>,
     caller: String,
 }
@@ -76,14 +104,7 @@ impl Drop for StreamSlot {
 
 impl StreamLimitLayer {
     fn acquire(&self, caller: &Caller) -> Option<StreamSlot> {
-        let key = caller.principal_key();
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(key.clone()).or_insert(0);
-        if *count >= self.per_caller {
-            return None;
-        }
-        *count += 1;
-        Some(StreamSlot { open: self.open.clone(), caller: key })
+        self.slots.acquire(caller.principal_key())
     }
 }
 
@@ -115,7 +136,7 @@ where
                 tracing::debug!(caller = %caller.subject, path = request.uri().path(), "stream limit reached");
                 let status = crate::error::resource_exhausted(
                     "TOO_MANY_STREAMS",
-                    format!("at most {} streams may be open at once per caller", self.limit.per_caller),
+                    format!("at most {} streams may be open at once per caller", self.limit.slots.per_caller()),
                     Some(STREAM_RETRY_AFTER),
                 );
                 Either::Left(ready(Ok(status.into_http())))

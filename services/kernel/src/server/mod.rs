@@ -20,7 +20,7 @@ mod web;
 
 pub use background::Background;
 pub use layers::{MessageLimitLayer, TraceLayer};
-pub use limits::{BodyTimeoutLayer, StreamLimitLayer};
+pub use limits::{BodyTimeoutLayer, StreamLimitLayer, StreamSlot, StreamSlots};
 pub use methods::{Method, MethodTable};
 pub use readiness::{CheckFn, DependencyCheck};
 pub use web::WebLayer;

@@ -1,0 +1,1 @@
+mod harness; mod grpc; mod jwt;
