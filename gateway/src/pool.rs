@@ -17,6 +17,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+/// How long a not-serving endpoint's watch waits for news before it is opened again.
+const NOT_SERVING_REWATCH: Duration = Duration::from_secs(2);
+
 /// One replica of a backend.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
@@ -175,8 +178,23 @@ impl Pool {
                 return;
             }
         };
-        while let Ok(Some(message)) = stream.message().await {
-            self.set_serving(endpoint, message.status() == ServingStatus::Serving);
+        let mut serving = true;
+        loop {
+            // While not serving, the watch is opened again every few seconds: a draining
+            // server keeps its old connection (and this stream) open after it stops
+            // accepting, so its last word would otherwise be NOT_SERVING forever while a
+            // restarted process already serves on a new connection.
+            let next = if serving {
+                stream.message().await
+            } else {
+                match tokio::time::timeout(NOT_SERVING_REWATCH, stream.message()).await {
+                    Ok(next) => next,
+                    Err(_) => return,
+                }
+            };
+            let Ok(Some(message)) = next else { return };
+            serving = message.status() == ServingStatus::Serving;
+            self.set_serving(endpoint, serving);
         }
     }
 

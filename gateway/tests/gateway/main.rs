@@ -1,1 +1,1 @@
-mod harness; mod grpc; mod jwt;
+mod grpc; mod harness; mod jwt; mod limits; mod resilience; mod splits; mod web;
