@@ -1,1 +1,1 @@
-mod grpc; mod harness; mod jwt; mod limits; mod resilience; mod splits; mod web;
+mod grpc; mod grpcurl; mod harness; mod http; mod jwt; mod limits; mod resilience; mod splits; mod web;
