@@ -46,7 +46,8 @@ pub(crate) struct Breaker {
 
 impl Breaker {
     pub(crate) fn new(threshold: u32, open_for: Duration) -> Self {
-        let inner = Inner { state: State::Closed, failures: 0, opened_at: Instant::now(), probe_in_flight: false };
+        let inner =
+            Inner { state: State::Closed, failures: 0, opened_at: Instant::now(), probe_in_flight: false };
         Self { inner: Mutex::new(inner), threshold: threshold.max(1), open_for }
     }
 

@@ -5,7 +5,8 @@
 //! `reload`); everything else applies at start-up.
 
 use codingagent_kernel::config::{
-    Common, ConfigError, Environment, IdentityConfig, RedisConfig, ServerConfig, ServiceConfig, TelemetryConfig,
+    Common, ConfigError, Environment, IdentityConfig, RedisConfig, ServerConfig, ServiceConfig,
+    TelemetryConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -371,7 +372,10 @@ impl ServiceConfig for Config {
         validate_services(&self.services, &self.backends)?;
         for (i, route) in self.http_routes.iter().enumerate() {
             if !route.prefix.starts_with('/') || route.prefix.len() < 2 {
-                return Err(ConfigError::invalid(format!("http_routes[{i}].prefix"), "must start with / and name a path"));
+                return Err(ConfigError::invalid(
+                    format!("http_routes[{i}].prefix"),
+                    "must start with / and name a path",
+                ));
             }
             if !self.backends.contains_key(&route.backend) {
                 return Err(ConfigError::invalid(format!("http_routes[{i}].backend"), "names no backend"));
@@ -394,7 +398,10 @@ impl ServiceConfig for Config {
         positive("resilience.breaker_failures", u64::from(r.breaker_failures))?;
         positive("resilience.max_stream_secs", r.max_stream_secs)?;
         if r.max_deadline_ms < r.default_deadline_ms {
-            return Err(ConfigError::invalid("resilience.max_deadline_ms", "must be at least default_deadline_ms"));
+            return Err(ConfigError::invalid(
+                "resilience.max_deadline_ms",
+                "must be at least default_deadline_ms",
+            ));
         }
         positive("limits.max_connections", self.limits.max_connections as u64)?;
         if self.limits.max_header_bytes < 8 * 1024 {
@@ -410,7 +417,10 @@ impl ServiceConfig for Config {
                 ));
             }
             if self.debug_headers {
-                return Err(ConfigError::invalid("debug_headers", "exposes the topology, which production refuses"));
+                return Err(ConfigError::invalid(
+                    "debug_headers",
+                    "exposes the topology, which production refuses",
+                ));
             }
             for (i, issuer) in self.auth.issuers.iter().enumerate() {
                 for (k, key) in issuer.static_keys.iter().enumerate() {
@@ -432,7 +442,10 @@ impl Config {
         let auth = &self.auth;
         for alg in &auth.algorithms {
             if !SAFE_ALGORITHMS.contains(&alg.as_str()) {
-                return Err(ConfigError::invalid("auth.algorithms", format!("`{alg}` is not one of RS256, ES256, EdDSA")));
+                return Err(ConfigError::invalid(
+                    "auth.algorithms",
+                    format!("`{alg}` is not one of RS256, ES256, EdDSA"),
+                ));
             }
         }
         for (i, issuer) in auth.issuers.iter().enumerate() {
@@ -440,7 +453,10 @@ impl Config {
                 return Err(ConfigError::invalid(format!("auth.issuers[{i}].issuer"), "must not be empty"));
             }
             if issuer.audiences.is_empty() {
-                return Err(ConfigError::invalid(format!("auth.issuers[{i}].audiences"), "must name at least one"));
+                return Err(ConfigError::invalid(
+                    format!("auth.issuers[{i}].audiences"),
+                    "must name at least one",
+                ));
             }
             if issuer.jwks_url.is_none() && issuer.static_keys.is_empty() {
                 return Err(ConfigError::invalid(
@@ -501,7 +517,10 @@ pub(crate) fn validate_services(
             return Err(ConfigError::invalid(format!("services.{package}.alternate"), "names no backend"));
         }
         if !(0.0..=100.0).contains(&route.alternate_percent) {
-            return Err(ConfigError::invalid(format!("services.{package}.alternate_percent"), "must be within 0–100"));
+            return Err(ConfigError::invalid(
+                format!("services.{package}.alternate_percent"),
+                "must be within 0–100",
+            ));
         }
         if (route.use_legacy || route.alternate_percent > 0.0) && route.alternate.is_none() {
             return Err(ConfigError::invalid(

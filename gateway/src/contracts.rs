@@ -103,7 +103,8 @@ mod tests {
         let post = contracts.get("/codingagent.chat.v1.ChatService/PostMessage").unwrap();
         assert_eq!(&*post.package, "codingagent.chat.v1");
         assert!(!post.server_streaming && !post.idempotent, "posting is not safe to repeat");
-        let logs = contracts.get("/codingagent.orchestration.v1.OrchestrationService/StreamTaskLogs").unwrap();
+        let logs =
+            contracts.get("/codingagent.orchestration.v1.OrchestrationService/StreamTaskLogs").unwrap();
         assert!(logs.server_streaming);
         let get = contracts.get("/codingagent.orchestration.v1.OrchestrationService/GetTask").unwrap();
         assert!(get.idempotent, "marked NO_SIDE_EFFECTS in the contract");

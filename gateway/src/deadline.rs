@@ -38,7 +38,12 @@ pub fn format(duration: Duration) -> String {
 
 /// The deadline of one call: the client's (bounded by `max`), else `default` for unary
 /// calls; a stream without one runs until the gateway's stream limit.
-pub fn effective(requested: Option<Duration>, streaming: bool, default: Duration, max: Duration) -> Option<Duration> {
+pub fn effective(
+    requested: Option<Duration>,
+    streaming: bool,
+    default: Duration,
+    max: Duration,
+) -> Option<Duration> {
     match requested {
         Some(requested) => Some(requested.min(max)),
         None if streaming => None,

@@ -245,7 +245,10 @@ mod tests {
             Err(FrameError::TruncatedMessage { declared: 9, available: 1 })
         );
         assert_eq!(single_message(&frame(0, &[0; 101]), 100), Err(FrameError::TooLarge(101)));
-        assert_eq!(single_message(&[0, 0xff, 0xff, 0xff, 0xff], 100), Err(FrameError::TooLarge(u32::MAX as usize)));
+        assert_eq!(
+            single_message(&[0, 0xff, 0xff, 0xff, 0xff], 100),
+            Err(FrameError::TooLarge(u32::MAX as usize))
+        );
         assert_eq!(single_message(&frame(1, b"x"), 100), Err(FrameError::Compressed));
         assert_eq!(single_message(&frame(0x80, b"x"), 100), Err(FrameError::Trailers));
         assert_eq!(single_message(&frame(4, b"x"), 100), Err(FrameError::Flags(4)));

@@ -23,10 +23,25 @@ use tonic::body::Body;
 use tower::ServiceExt;
 
 /// Headers of a pass-through request not sent on (the identity is the gateway's to set).
-const DROPPED: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "host", "authorization", "cookie", "forwarded", "x-forwarded-for"];
+const DROPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "host",
+    "authorization",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+];
 
-pub(crate) async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+pub(crate) async fn handle(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<Body> {
     let path = request.uri().path();
     match path {
         "/healthz" => return plain(StatusCode::OK, "ok"),
@@ -42,7 +57,9 @@ pub(crate) async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, pe
         "/auth/dev/sign-in" if gateway.signer.is_some() => return sign_in(&gateway, request).await,
         _ => {}
     }
-    if let Some(route) = gateway.config.http_routes.iter().find(|r| path.starts_with(r.prefix.as_str())).cloned() {
+    if let Some(route) =
+        gateway.config.http_routes.iter().find(|r| path.starts_with(r.prefix.as_str())).cloned()
+    {
         return pass_through(&gateway, &route, request, peer).await;
     }
     match &gateway.config.static_dir {
@@ -56,7 +73,9 @@ fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
         IpAddr::V6(v6) => {
-            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_private())
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_private())
         }
     }
 }
@@ -82,10 +101,18 @@ async fn sign_in(gateway: &Gateway, request: Request<Incoming>) -> Response<Body
     if request.method() != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "POST a JSON body {\"user\": \"name\"}");
     }
-    let body = match tokio::time::timeout(Duration::from_secs(5), Limited::new(request.into_body(), 4096).collect()).await {
-        Ok(Ok(body)) => body.to_bytes(),
-        _ => return plain(StatusCode::BAD_REQUEST, "the body must be at most 4 KiB of JSON, sent promptly"),
-    };
+    let body =
+        match tokio::time::timeout(Duration::from_secs(5), Limited::new(request.into_body(), 4096).collect())
+            .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            _ => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be at most 4 KiB of JSON, sent promptly",
+                );
+            }
+        };
     let parsed: Result<crate::auth::signin::SignInRequest, _> = serde_json::from_slice(&body);
     let outcome = parsed.map_err(|e| e.to_string()).and_then(|req| signer.sign_in(&req));
     match outcome.and_then(|res| serde_json::to_vec(&res).map_err(|e| e.to_string())) {
@@ -99,7 +126,12 @@ async fn sign_in(gateway: &Gateway, request: Request<Incoming>) -> Response<Body
     }
 }
 
-async fn pass_through(gateway: &Gateway, route: &HttpRoute, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+async fn pass_through(
+    gateway: &Gateway,
+    route: &HttpRoute,
+    request: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<Body> {
     let caller = if route.public {
         None
     } else {
@@ -127,20 +159,25 @@ async fn pass_through(gateway: &Gateway, route: &HttpRoute, request: Request<Inc
     let lease = match pool.pick(None, true) {
         Ok(lease) => lease,
         Err(PickError::Unavailable | PickError::Saturated) => {
-            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "the service is unavailable; retry shortly");
+            let mut response =
+                plain(StatusCode::SERVICE_UNAVAILABLE, "the service is unavailable; retry shortly");
             response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
             return response;
         }
     };
     let (parts, body) = request.into_parts();
     let deadline = Duration::from_millis(gateway.config.server.request_body_timeout_ms);
-    let body = TimedBody { inner: Limited::new(body, route.max_body_bytes as usize), sleep: tokio::time::sleep(deadline) };
+    let body = TimedBody {
+        inner: Limited::new(body, route.max_body_bytes as usize),
+        sleep: tokio::time::sleep(deadline),
+    };
     let mut outgoing = Request::new(Body::new(body));
     *outgoing.method_mut() = parts.method;
     *outgoing.version_mut() = Version::HTTP_2;
-    *outgoing.uri_mut() = parts.uri.path_and_query().map_or("/".parse().unwrap_or_default(), |pq| {
-        pq.as_str().parse().unwrap_or_default()
-    });
+    *outgoing.uri_mut() = parts
+        .uri
+        .path_and_query()
+        .map_or("/".parse().unwrap_or_default(), |pq| pq.as_str().parse().unwrap_or_default());
     for (name, value) in &parts.headers {
         if DROPPED.contains(&name.as_str()) || name.as_str().starts_with("x-codingagent-") {
             continue;
@@ -195,7 +232,10 @@ where
     type Data = Bytes;
     type Error = tower::BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));

@@ -74,7 +74,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.common().validate()?;
     config.validate()?;
-    let redis = if config.rate_limits.enabled { Some(codingagent_kernel::redis::connect(&config.redis)?) } else { None };
+    let redis = if config.rate_limits.enabled {
+        Some(codingagent_kernel::redis::connect(&config.redis)?)
+    } else {
+        None
+    };
     let grace = config.server.shutdown_grace();
     let drain = Duration::from_millis(config.server.shutdown_drain_delay_ms);
     // Streams end and readiness turns off on this; the listener closes after the drain delay.

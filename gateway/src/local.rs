@@ -17,8 +17,11 @@ use tonic_health::server::HealthReporter;
 use tower::ServiceExt;
 
 /// Path prefixes of the services the gateway serves itself.
-pub(crate) const LOCAL_PREFIXES: [&str; 3] =
-    ["/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
+pub(crate) const LOCAL_PREFIXES: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
 
 /// Health and reflection.
 #[derive(Clone)]
@@ -76,7 +79,8 @@ impl Local {
     pub(crate) async fn report(self, gateway: Arc<Gateway>) {
         loop {
             let serving = !gateway.shutdown.is_cancelled();
-            let status = |up: bool| if up && serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status =
+                |up: bool| if up && serving { ServingStatus::Serving } else { ServingStatus::NotServing };
             self.reporter.set_service_status("", status(true)).await;
             let routes = gateway.routes();
             for service in gateway.contracts.services() {

@@ -76,8 +76,8 @@ impl GatewayMetrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(|| {
                 Histogram::new([
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0,
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0, 30.0,
                 ])
             }),
             retries: Family::default(),
@@ -89,22 +89,42 @@ impl GatewayMetrics {
             connections: Gauge::default(),
             refused_connections: Counter::default(),
         };
-        registry.register("gateway_requests", "Calls answered, by route, backend and gRPC code", families.requests.clone());
+        registry.register(
+            "gateway_requests",
+            "Calls answered, by route, backend and gRPC code",
+            families.requests.clone(),
+        );
         registry.register(
             "gateway_request_seconds",
             "Time from request to response head (unary: to the whole answer)",
             families.latency.clone(),
         );
-        registry.register("gateway_retries", "Attempts after the first, by route and backend", families.retries.clone());
-        registry.register("gateway_shed", "Calls refused because a backend was saturated", families.shed.clone());
+        registry.register(
+            "gateway_retries",
+            "Attempts after the first, by route and backend",
+            families.retries.clone(),
+        );
+        registry.register(
+            "gateway_shed",
+            "Calls refused because a backend was saturated",
+            families.shed.clone(),
+        );
         registry.register(
             "gateway_breaker_state",
             "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open, 3 not serving (health)",
             families.breaker.clone(),
         );
         registry.register("gateway_rate_limit_decisions", "Rate limiter decisions", families.limits.clone());
-        registry.register("gateway_split_decisions", "Where traffic splits sent calls", families.splits.clone());
-        registry.register("gateway_auth_refusals", "Requests refused for their identity, by reason", families.auth.clone());
+        registry.register(
+            "gateway_split_decisions",
+            "Where traffic splits sent calls",
+            families.splits.clone(),
+        );
+        registry.register(
+            "gateway_auth_refusals",
+            "Requests refused for their identity, by reason",
+            families.auth.clone(),
+        );
         registry.register("gateway_connections", "Client connections open now", families.connections.clone());
         registry.register(
             "gateway_refused_connections",
@@ -118,31 +138,50 @@ impl GatewayMetrics {
         let labels = RouteBackend { route: route.to_owned(), backend: backend.to_owned() };
         self.families.latency.get_or_create(&labels).observe(seconds);
         let code = format!("{code:?}");
-        self.families.requests.get_or_create(&RouteCode { route: labels.route, backend: labels.backend, code }).inc();
+        self.families
+            .requests
+            .get_or_create(&RouteCode { route: labels.route, backend: labels.backend, code })
+            .inc();
     }
 
     pub(crate) fn retry(&self, route: &str, backend: &str) {
-        self.families.retries.get_or_create(&RouteBackend { route: route.into(), backend: backend.into() }).inc();
+        self.families
+            .retries
+            .get_or_create(&RouteBackend { route: route.into(), backend: backend.into() })
+            .inc();
     }
 
     pub(crate) fn shed(&self, route: &str, backend: &str) {
-        self.families.shed.get_or_create(&RouteBackend { route: route.into(), backend: backend.into() }).inc();
+        self.families
+            .shed
+            .get_or_create(&RouteBackend { route: route.into(), backend: backend.into() })
+            .inc();
     }
 
     pub(crate) fn breaker(&self, backend: &str, endpoint: &str, state: i64) {
-        self.families.breaker.get_or_create(&Endpoint { backend: backend.into(), endpoint: endpoint.into() }).set(state);
+        self.families
+            .breaker
+            .get_or_create(&Endpoint { backend: backend.into(), endpoint: endpoint.into() })
+            .set(state);
     }
 
     pub(crate) fn rate_limit(&self, group: &str, allowed: bool, store: &str) {
         let decision = if allowed { "allowed" } else { "limited" };
         self.families
             .limits
-            .get_or_create(&LimitDecision { group: group.into(), decision: decision.into(), store: store.into() })
+            .get_or_create(&LimitDecision {
+                group: group.into(),
+                decision: decision.into(),
+                store: store.into(),
+            })
             .inc();
     }
 
     pub(crate) fn split(&self, service: &str, target: &str) {
-        self.families.splits.get_or_create(&SplitDecision { service: service.into(), target: target.into() }).inc();
+        self.families
+            .splits
+            .get_or_create(&SplitDecision { service: service.into(), target: target.into() })
+            .inc();
     }
 
     pub(crate) fn auth_refused(&self, reason: &str) {

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// How long a not-serving endpoint's watch waits for news before it is opened again.
 const NOT_SERVING_REWATCH: Duration = Duration::from_secs(2);
@@ -72,7 +72,12 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(name: &str, config: &BackendConfig, resilience: &ResilienceConfig, metrics: GatewayMetrics) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        name: &str,
+        config: &BackendConfig,
+        resilience: &ResilienceConfig,
+        metrics: GatewayMetrics,
+    ) -> anyhow::Result<Self> {
         let mut endpoints = Vec::new();
         for url in &config.endpoints {
             let channel = TonicEndpoint::from_shared(url.clone())?
@@ -84,7 +89,10 @@ impl Pool {
             endpoints.push(Arc::new(Endpoint {
                 url: url.clone(),
                 channel,
-                breaker: Breaker::new(resilience.breaker_failures, Duration::from_millis(resilience.breaker_open_ms)),
+                breaker: Breaker::new(
+                    resilience.breaker_failures,
+                    Duration::from_millis(resilience.breaker_open_ms),
+                ),
                 serving: AtomicBool::new(true),
                 in_flight: AtomicUsize::new(0),
             }));
@@ -109,7 +117,9 @@ impl Pool {
         let usable: Vec<&Arc<Endpoint>> =
             self.endpoints.iter().filter(|e| e.is_serving() && e.breaker.is_available(now)).collect();
         let preferred: Vec<&Arc<Endpoint>> = match avoid {
-            Some(avoid) if usable.len() > 1 => usable.iter().copied().filter(|e| !Arc::ptr_eq(e, avoid)).collect(),
+            Some(avoid) if usable.len() > 1 => {
+                usable.iter().copied().filter(|e| !Arc::ptr_eq(e, avoid)).collect()
+            }
             _ => usable,
         };
         let choice = match preferred.len() {
@@ -146,7 +156,10 @@ impl Pool {
 
     /// Watches every endpoint's health until `stop`; a watch that fails marks the endpoint
     /// not serving and is opened again after a second.
-    pub(crate) fn watch_health(self: &Arc<Self>, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    pub(crate) fn watch_health(
+        self: &Arc<Self>,
+        stop: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         self.endpoints
             .iter()
             .map(|endpoint| {

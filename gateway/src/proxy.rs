@@ -56,7 +56,13 @@ const DROPPED: &[&str] = &[
 const DROPPED_RESPONSE: &[&str] = &["connection", "keep-alive", "transfer-encoding", "content-length"];
 
 /// An error answer in the client's protocol, counted under `route`.
-pub(crate) fn refuse(gateway: &Gateway, protocol: Protocol, route: &str, started: Instant, status: Status) -> Response<Body> {
+pub(crate) fn refuse(
+    gateway: &Gateway,
+    protocol: Protocol,
+    route: &str,
+    started: Instant,
+    status: Status,
+) -> Response<Body> {
     gateway.metrics.request(route, "-", status.code(), started.elapsed().as_secs_f64());
     status_response(protocol, status)
 }
@@ -65,17 +71,26 @@ pub(crate) fn refuse(gateway: &Gateway, protocol: Protocol, route: &str, started
 pub(crate) fn status_response(protocol: Protocol, status: Status) -> Response<Body> {
     let mut response = status.into_http::<Body>();
     if protocol.is_web() {
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(protocol.response_content_type()));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(protocol.response_content_type()));
     }
     response
 }
 
 /// Forwards one public call.
-pub(crate) async fn call(gateway: Arc<Gateway>, request: Request<Incoming>, protocol: Protocol, peer: IpAddr) -> Response<Body> {
+pub(crate) async fn call(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+    protocol: Protocol,
+    peer: IpAddr,
+) -> Response<Body> {
     let started = Instant::now();
     let path = request.uri().path().to_owned();
     let Some(method) = gateway.contracts.get(&path).cloned() else {
-        let status = StatusBuilder::new(Code::Unimplemented, "UNKNOWN_METHOD", format!("no public method {path}")).build();
+        let status =
+            StatusBuilder::new(Code::Unimplemented, "UNKNOWN_METHOD", format!("no public method {path}"))
+                .build();
         return refuse(&gateway, protocol, "unknown", started, status);
     };
     let span = tracing::info_span!("gateway", otel.name = %path, otel.kind = "server", caller = tracing::field::Empty);
@@ -101,7 +116,12 @@ impl Call {
         let gateway = self.gateway.clone();
         if self.method.client_streaming {
             return self.refuse(
-                StatusBuilder::new(Code::Unimplemented, "CLIENT_STREAMING", "the gateway serves unary and server-streaming methods only").build(),
+                StatusBuilder::new(
+                    Code::Unimplemented,
+                    "CLIENT_STREAMING",
+                    "the gateway serves unary and server-streaming methods only",
+                )
+                .build(),
             );
         }
         let caller = if gateway.is_public(&self.method.path) {
@@ -120,7 +140,9 @@ impl Call {
             tracing::Span::current().record("caller", caller.subject.as_str());
         }
         let user = caller.as_ref().and_then(Caller::user_id);
-        if let Decision::Limited { group, retry_after } = gateway.limiter.check(&self.method.path, user, self.peer).await {
+        if let Decision::Limited { group, retry_after } =
+            gateway.limiter.check(&self.method.path, user, self.peer).await
+        {
             let name = gateway.limiter.group_name(group);
             return self.refuse(status::resource_exhausted(
                 "RATE_LIMITED",
@@ -135,7 +157,10 @@ impl Call {
                 None => {
                     return self.refuse(status::resource_exhausted(
                         "TOO_MANY_STREAMS",
-                        format!("at most {} streams may be open at once per caller", gateway.streams.per_caller()),
+                        format!(
+                            "at most {} streams may be open at once per caller",
+                            gateway.streams.per_caller()
+                        ),
                         Some(Duration::from_secs(5)),
                     ));
                 }
@@ -187,7 +212,8 @@ impl Call {
         );
         let deadline_at = timeout.map(|t| self.started + t);
         let headers = self.backend_headers(&parts.headers, caller.as_ref());
-        let uri = parts.uri.path_and_query().map_or_else(|| self.method.path.to_string(), ToString::to_string);
+        let uri =
+            parts.uri.path_and_query().map_or_else(|| self.method.path.to_string(), ToString::to_string);
 
         gateway.budget.deposit();
         let mut attempt = 0;
@@ -214,14 +240,18 @@ impl Call {
             };
             let remaining = deadline_at.map(|at| at.saturating_duration_since(Instant::now()));
             if remaining == Some(Duration::ZERO) {
-                return self.refuse(Status::deadline_exceeded("the call's deadline passed before a backend answered"));
+                return self.refuse(Status::deadline_exceeded(
+                    "the call's deadline passed before a backend answered",
+                ));
             }
             let mut outgoing = Request::new(Body::new(Full::new(message.clone())));
             *outgoing.method_mut() = http::Method::POST;
             *outgoing.version_mut() = Version::HTTP_2;
             *outgoing.uri_mut() = match uri.parse() {
                 Ok(uri) => uri,
-                Err(_) => return self.refuse(Status::invalid_argument("the request path is not a valid URI")),
+                Err(_) => {
+                    return self.refuse(Status::invalid_argument("the request path is not a valid URI"));
+                }
             };
             *outgoing.headers_mut() = headers.clone();
             if let Some(remaining) = remaining
@@ -233,7 +263,11 @@ impl Call {
             let result = match remaining {
                 Some(remaining) => match tokio::time::timeout(remaining, sent).await {
                     Ok(result) => result,
-                    Err(_) => return self.refuse(Status::deadline_exceeded("the backend did not answer within the deadline")),
+                    Err(_) => {
+                        return self.refuse(Status::deadline_exceeded(
+                            "the backend did not answer within the deadline",
+                        ));
+                    }
                 },
                 None => sent.await,
             };
@@ -325,7 +359,8 @@ impl Call {
             headers.insert("x-forwarded-for", value);
         }
         let incoming_trace = incoming.get("traceparent").and_then(|v| v.to_str().ok());
-        if let Ok(value) = HeaderValue::from_str(&trace::outgoing(&tracing::Span::current(), incoming_trace)) {
+        if let Ok(value) = HeaderValue::from_str(&trace::outgoing(&tracing::Span::current(), incoming_trace))
+        {
             headers.insert("traceparent", value);
         }
         if let Some(caller) = caller {
@@ -354,7 +389,9 @@ impl Call {
             parts.headers.remove(*name);
         }
         if self.protocol.is_web() {
-            parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.protocol.response_content_type()));
+            parts
+                .headers
+                .insert(CONTENT_TYPE, HeaderValue::from_static(self.protocol.response_content_type()));
             parts.headers.remove(CONTENT_LENGTH);
         }
         if gateway.config.debug_headers

@@ -20,7 +20,12 @@ pub(crate) struct RetryBudget {
 impl RetryBudget {
     pub(crate) fn new(percent: f64, min_per_sec: f64) -> Self {
         let cap = (min_per_sec * 10.0).max(10.0);
-        Self { state: Mutex::new((cap, Instant::now())), per_call: percent / 100.0, per_sec: min_per_sec, cap }
+        Self {
+            state: Mutex::new((cap, Instant::now())),
+            per_call: percent / 100.0,
+            per_sec: min_per_sec,
+            cap,
+        }
     }
 
     /// Credits one original call.

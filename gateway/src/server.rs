@@ -23,15 +23,27 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Headers browsers must be allowed to send and to read for grpc-web.
-const ALLOWED_HEADERS: [&str; 7] =
-    ["content-type", "x-grpc-web", "x-user-agent", "authorization", "grpc-timeout", "traceparent", "tracestate"];
+const ALLOWED_HEADERS: [&str; 7] = [
+    "content-type",
+    "x-grpc-web",
+    "x-user-agent",
+    "authorization",
+    "grpc-timeout",
+    "traceparent",
+    "tracestate",
+];
 const EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
 /// Time a TLS client has to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Dispatches one request.
-async fn route(gateway: Arc<Gateway>, local: Local, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+async fn route(
+    gateway: Arc<Gateway>,
+    local: Local,
+    request: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<Body> {
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let protocol = match Protocol::of(content_type) {
         None => return crate::http::handle(gateway, request, peer).await,
@@ -115,7 +127,8 @@ pub(crate) async fn run(
         let _ = stream.set_nodelay(true);
         let peer_ip = canonical(peer);
         let gateway_metrics = gateway.metrics.clone();
-        let (gateway, local, cors, builder, tls) = (gateway.clone(), local.clone(), cors.clone(), builder.clone(), tls.clone());
+        let (gateway, local, cors, builder, tls) =
+            (gateway.clone(), local.clone(), cors.clone(), builder.clone(), tls.clone());
         let service = ServiceBuilder::new().layer(cors).service_fn(move |request: Request<Incoming>| {
             let (gateway, local) = (gateway.clone(), local.clone());
             async move { Ok::<_, std::convert::Infallible>(route(gateway, local, request, peer_ip).await) }
@@ -128,11 +141,19 @@ pub(crate) async fn run(
             let _permit = permit;
             let _open = OpenConnection(metrics);
             let result = match tls {
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
-                    _ => return,
-                },
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(stream), service).into_owned())
+                                .await
+                        }
+                        _ => return,
+                    }
+                }
+                None => {
+                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                }
             };
             if let Err(error) = result {
                 tracing::debug!(%error, "connection ended with an error");
@@ -141,7 +162,10 @@ pub(crate) async fn run(
     }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "connections still open after the grace period; closing them"
+        );
     }
     Ok(())
 }
@@ -181,16 +205,21 @@ fn acceptor(tls: &ServerTlsConfig) -> anyhow::Result<tokio_rustls::TlsAcceptor> 
     let certs = CertificateDer::pem_file_iter(&tls.cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow::anyhow!("{}: {e}", tls.cert_file.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| anyhow::anyhow!("{}: {e}", tls.key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", tls.key_file.display()))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let builder = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    let builder = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?;
     let mut config = match &tls.client_ca_file {
         Some(ca) => {
             let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))? {
+            for cert in
+                CertificateDer::pem_file_iter(ca).map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?
+            {
                 roots.add(cert.map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?)?;
             }
-            let verifier = tokio_rustls::rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
+            let verifier =
+                tokio_rustls::rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
             builder.with_client_cert_verifier(verifier).with_single_cert(certs, key)?
         }
         None => builder.with_no_client_auth().with_single_cert(certs, key)?,

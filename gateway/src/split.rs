@@ -37,7 +37,12 @@ mod tests {
     use super::*;
 
     fn route(percent: f64, use_legacy: bool) -> ServiceRoute {
-        ServiceRoute { backend: "new".into(), alternate: Some("old".into()), alternate_percent: percent, use_legacy }
+        ServiceRoute {
+            backend: "new".into(),
+            alternate: Some("old".into()),
+            alternate_percent: percent,
+            use_legacy,
+        }
     }
 
     #[test]
@@ -47,7 +52,10 @@ mod tests {
         let alternate = users.iter().filter(|u| target(&split, "codingagent.chat.v1", u).1).count();
         assert!((800..=1200).contains(&alternate), "{alternate} of 10000 went to the alternate");
         for user in &users[..500] {
-            assert_eq!(target(&split, "codingagent.chat.v1", user), target(&split, "codingagent.chat.v1", user));
+            assert_eq!(
+                target(&split, "codingagent.chat.v1", user),
+                target(&split, "codingagent.chat.v1", user)
+            );
         }
     }
 
@@ -67,7 +75,8 @@ mod tests {
         let differ = (0..1000)
             .filter(|i| {
                 let user = format!("u{i}");
-                target(&split, "codingagent.chat.v1", &user).1 != target(&split, "codingagent.llm.v1", &user).1
+                target(&split, "codingagent.chat.v1", &user).1
+                    != target(&split, "codingagent.llm.v1", &user).1
             })
             .count();
         assert!(differ > 300, "{differ}");

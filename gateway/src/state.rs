@@ -44,9 +44,16 @@ impl Gateway {
         let metrics = GatewayMetrics::register(&registry);
         let mut pools = HashMap::new();
         for (name, backend) in &config.backends {
-            pools.insert(name.clone(), Arc::new(Pool::new(name, backend, &config.resilience, metrics.clone())?));
+            pools.insert(
+                name.clone(),
+                Arc::new(Pool::new(name, backend, &config.resilience, metrics.clone())?),
+            );
         }
-        let signer = if config.auth.dev_sign_in.enabled { Some(DevSigner::new(&config.auth.dev_sign_in)?) } else { None };
+        let signer = if config.auth.dev_sign_in.enabled {
+            Some(DevSigner::new(&config.auth.dev_sign_in)?)
+        } else {
+            None
+        };
         Ok(Self {
             contracts: Contracts::compiled(),
             routes: RwLock::new(Arc::new(config.services.clone())),
@@ -55,7 +62,10 @@ impl Gateway {
             signer,
             minter: TokenMinter::new(&config.identity),
             limiter: Limiter::new(&config.rate_limits, redis, metrics.clone()),
-            budget: RetryBudget::new(config.resilience.retry_budget_percent, config.resilience.retry_min_per_sec),
+            budget: RetryBudget::new(
+                config.resilience.retry_budget_percent,
+                config.resilience.retry_min_per_sec,
+            ),
             streams: StreamSlots::new(config.server.max_streams_per_caller),
             metrics,
             registry,

@@ -44,7 +44,11 @@ pub(crate) async fn serve<B>(dir: &Path, request: &Request<B>) -> Response<Body>
     let Ok(contents) = tokio::fs::read(&file).await else {
         return plain(StatusCode::NOT_FOUND, "not found");
     };
-    let body = if request.method() == Method::HEAD { Body::empty() } else { Body::new(Full::new(Bytes::from(contents))) };
+    let body = if request.method() == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::new(Full::new(Bytes::from(contents)))
+    };
     let mut response = Response::new(body);
     insert(&mut response, CONTENT_TYPE, content_type(&name));
     insert(&mut response, CACHE_CONTROL, cache);
@@ -72,7 +76,9 @@ fn cache_control(name: &str) -> &'static str {
     }
     let stem = name.split('.').next().unwrap_or_default();
     let hashed = name.split(['.', '-']).skip(1).any(|part| {
-        part.len() >= 8 && part.chars().all(|c| c.is_ascii_alphanumeric()) && part.chars().any(|c| c.is_ascii_digit())
+        part.len() >= 8
+            && part.chars().all(|c| c.is_ascii_alphanumeric())
+            && part.chars().any(|c| c.is_ascii_digit())
     });
     if hashed && !stem.is_empty() { "public, max-age=31536000, immutable" } else { "public, max-age=300" }
 }

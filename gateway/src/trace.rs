@@ -31,7 +31,9 @@ pub(crate) fn outgoing(span: &tracing::Span, incoming: Option<&str>) -> String {
 fn parse(value: &str) -> Option<(&str, &str)> {
     let mut parts = value.split('-');
     let (version, trace_id, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
     let valid = version == "00"
         && parts.next().is_none()
         && hex(trace_id, 32)
@@ -60,7 +62,9 @@ mod tests {
 
     #[test]
     fn starts_a_trace_for_a_missing_or_invalid_one() {
-        for incoming in [None, Some("garbage"), Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01")] {
+        for incoming in
+            [None, Some("garbage"), Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01")]
+        {
             let out = outgoing(&tracing::Span::none(), incoming);
             assert!(parse(&out).is_some(), "{out}");
             assert!(!out.contains("4bf92f35"));

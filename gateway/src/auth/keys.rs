@@ -49,7 +49,12 @@ pub(crate) fn from_pem(kid: &str, algorithm: Algorithm, pem: &[u8]) -> Result<Ke
 
 /// The keys of a JWKS the gateway may use; unusable entries are skipped with a log line.
 pub(crate) fn from_jwks(set: &JwkSet) -> Vec<Key> {
-    set.keys.iter().filter_map(|jwk| from_jwk(jwk).map_err(|why| tracing::debug!(kid = ?jwk.common.key_id, why, "jwk skipped")).ok()).collect()
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            from_jwk(jwk).map_err(|why| tracing::debug!(kid = ?jwk.common.key_id, why, "jwk skipped")).ok()
+        })
+        .collect()
 }
 
 fn from_jwk(jwk: &Jwk) -> Result<Key, &'static str> {

@@ -108,8 +108,9 @@ impl Authenticator {
         for issuer in &config.issuers {
             let mut static_keys = Vec::new();
             for key in &issuer.static_keys {
-                let algorithm = keys::safe_algorithm(&key.algorithm)
-                    .ok_or_else(|| anyhow::anyhow!("static key algorithm {} is not accepted", key.algorithm))?;
+                let algorithm = keys::safe_algorithm(&key.algorithm).ok_or_else(|| {
+                    anyhow::anyhow!("static key algorithm {} is not accepted", key.algorithm)
+                })?;
                 let pem = std::fs::read(&key.public_key_file)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", key.public_key_file.display()))?;
                 static_keys.push(
@@ -118,7 +119,10 @@ impl Authenticator {
                 );
             }
             let ring = KeyRing::new(static_keys, issuer.jwks_url.clone(), min_refresh);
-            issuers.insert(issuer.issuer.clone(), Arc::new(Issuer { audiences: issuer.audiences.clone(), keys: ring }));
+            issuers.insert(
+                issuer.issuer.clone(),
+                Arc::new(Issuer { audiences: issuer.audiences.clone(), keys: ring }),
+            );
         }
         if config.dev_sign_in.enabled {
             let dev = &config.dev_sign_in;
@@ -211,19 +215,21 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway;
-        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => AuthError::Signature,
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            ErrorKind::InvalidAudience => AuthError::Audience,
-            ErrorKind::InvalidIssuer => AuthError::Issuer,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
-            ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
-            _ => AuthError::Malformed,
-        })?;
+        let data =
+            jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::Signature,
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidAudience => AuthError::Audience,
+                ErrorKind::InvalidIssuer => AuthError::Issuer,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
+                ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
+                _ => AuthError::Malformed,
+            })?;
         let claims = data.claims;
         let exp = claims.get("exp").and_then(Value::as_u64).ok_or(AuthError::MissingClaim)?;
-        let subject = claims.get(&self.subject_claim).and_then(Value::as_str).ok_or(AuthError::MissingClaim)?;
+        let subject =
+            claims.get(&self.subject_claim).and_then(Value::as_str).ok_or(AuthError::MissingClaim)?;
         if subject.is_empty() || subject.len() > 256 || subject.chars().any(char::is_control) {
             return Err(AuthError::Subject);
         }

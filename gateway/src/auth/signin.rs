@@ -51,15 +51,18 @@ struct Claims<'a> {
 
 /// The public half, trusted as a static key of the development issuer.
 pub(crate) fn public_key(config: &DevSignInConfig) -> anyhow::Result<Key> {
-    let file = config.public_key_file.as_ref().ok_or_else(|| anyhow::anyhow!("dev sign-in has no public key"))?;
+    let file =
+        config.public_key_file.as_ref().ok_or_else(|| anyhow::anyhow!("dev sign-in has no public key"))?;
     let pem = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     keys::from_pem("", Algorithm::EdDSA, &pem).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
 impl DevSigner {
     pub fn new(config: &DevSignInConfig) -> anyhow::Result<Self> {
-        let file =
-            config.private_key_file.as_ref().ok_or_else(|| anyhow::anyhow!("dev sign-in has no private key"))?;
+        let file = config
+            .private_key_file
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("dev sign-in has no private key"))?;
         let pem = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
         Ok(Self {
             key: EncodingKey::from_ed_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,

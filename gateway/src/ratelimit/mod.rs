@@ -9,8 +9,8 @@ mod gcra;
 use crate::config::{LimitGroup, RateLimitConfig};
 use crate::metrics::GatewayMetrics;
 use codingagent_kernel::redis::RedisClient;
-use fred::interfaces::LuaInterface;
 use fred::interfaces::ClientLike;
+use fred::interfaces::LuaInterface;
 use fred::types::config::Options;
 use gcra::{LocalStore, Params};
 use std::net::IpAddr;
@@ -47,7 +47,10 @@ return 0
 pub(crate) enum Decision {
     Allowed,
     /// Refused by `group`; a call would be allowed after `retry_after`.
-    Limited { group: usize, retry_after: Duration },
+    Limited {
+        group: usize,
+        retry_after: Duration,
+    },
 }
 
 /// The gateway's limiter.
@@ -65,7 +68,9 @@ impl Limiter {
             config
                 .groups
                 .iter()
-                .map(|g| (g.clone(), g.per_user.as_ref().map(Params::new), g.per_ip.as_ref().map(Params::new)))
+                .map(|g| {
+                    (g.clone(), g.per_user.as_ref().map(Params::new), g.per_ip.as_ref().map(Params::new))
+                })
                 .collect()
         } else {
             Vec::new()
@@ -113,11 +118,14 @@ impl Limiter {
     async fn check_redis(&self, keys: &[(String, Params)]) -> Option<Result<(), u64>> {
         let redis = self.redis.as_ref()?;
         let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
-        let args: Vec<i64> = keys
-            .iter()
-            .flat_map(|(_, p)| [p.emission_us as i64, p.tolerance_us as i64])
-            .collect();
-        let options = Options { timeout: Some(REDIS_TIMEOUT), fail_fast: true, max_attempts: Some(1), ..Options::default() };
+        let args: Vec<i64> =
+            keys.iter().flat_map(|(_, p)| [p.emission_us as i64, p.tolerance_us as i64]).collect();
+        let options = Options {
+            timeout: Some(REDIS_TIMEOUT),
+            fail_fast: true,
+            max_attempts: Some(1),
+            ..Options::default()
+        };
         match redis.with_options(&options).eval::<i64, _, _, _>(SCRIPT, names, args).await {
             Ok(0) => Some(Ok(())),
             Ok(wait) => Some(Err(wait.max(1) as u64)),

@@ -2,7 +2,7 @@
 //! authorization between users, server streaming, unknown methods, forged identity headers,
 //! deadlines and trace context reaching the backend.
 
-use crate::harness::{Chat, Gateway, Jwks, Recorder, bearer, reason, toml, token};
+use crate::harness::{Chat, Gateway, Jwks, Recorder, bearer, reason, token, toml};
 use codingagent_kernel::config::IdentityConfig;
 use codingagent_kernel::identity::{IDENTITY_HEADER, TokenVerifier};
 use codingagent_proto::codingagent::chat::v1 as chat;
@@ -12,7 +12,12 @@ use tonic::Code;
 
 async fn chat_gateway(chat: &Chat) -> Gateway {
     let jwks = Jwks::start(&["ed-a", "rsa-a", "ec-a"]).await;
-    let text = toml(&jwks.url(), &[("chat", vec![chat.url()])], r#""codingagent.chat.v1" = { backend = "chat" }"#, "");
+    let text = toml(
+        &jwks.url(),
+        &[("chat", vec![chat.url()])],
+        r#""codingagent.chat.v1" = { backend = "chat" }"#,
+        "",
+    );
     Gateway::start(&text, jwks).await
 }
 
@@ -22,20 +27,29 @@ async fn calls_reach_chat_as_the_tokens_user_and_other_users_see_nothing() {
     let gateway = chat_gateway(&chat).await;
     let mut client = ChatServiceClient::new(gateway.channel().await);
     let created = client
-        .create_conversation(bearer(chat::CreateConversationRequest { title: "through the edge".into(), ..Default::default() }, &token("alice")))
+        .create_conversation(bearer(
+            chat::CreateConversationRequest { title: "through the edge".into(), ..Default::default() },
+            &token("alice"),
+        ))
         .await
         .unwrap()
         .into_inner();
     let conversation = created.conversation.unwrap();
     let got = client
-        .get_conversation(bearer(chat::GetConversationRequest { conversation_id: conversation.id.clone() }, &token("alice")))
+        .get_conversation(bearer(
+            chat::GetConversationRequest { conversation_id: conversation.id.clone() },
+            &token("alice"),
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.conversation.unwrap().title, "through the edge");
 
     let refused = client
-        .get_conversation(bearer(chat::GetConversationRequest { conversation_id: conversation.id.clone() }, &token("bob")))
+        .get_conversation(bearer(
+            chat::GetConversationRequest { conversation_id: conversation.id.clone() },
+            &token("bob"),
+        ))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::NotFound, "bob cannot see alice's conversation: {refused:?}");
@@ -54,7 +68,10 @@ async fn server_streams_flow_through_unbuffered() {
     let mut client = ChatServiceClient::new(gateway.channel().await);
     let alice = token("alice");
     let conversation = client
-        .create_conversation(bearer(chat::CreateConversationRequest { title: "stream".into(), ..Default::default() }, &alice))
+        .create_conversation(bearer(
+            chat::CreateConversationRequest { title: "stream".into(), ..Default::default() },
+            &alice,
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -62,7 +79,10 @@ async fn server_streams_flow_through_unbuffered() {
         .unwrap();
     let mut stream = client
         .stream_conversation(bearer(
-            chat::StreamConversationRequest { conversation_id: conversation.id.clone(), ..Default::default() },
+            chat::StreamConversationRequest {
+                conversation_id: conversation.id.clone(),
+                ..Default::default()
+            },
             &alice,
         ))
         .await
@@ -72,7 +92,11 @@ async fn server_streams_flow_through_unbuffered() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     client
         .post_message(bearer(
-            chat::PostMessageRequest { conversation_id: conversation.id.clone(), text: "live".into(), ..Default::default() },
+            chat::PostMessageRequest {
+                conversation_id: conversation.id.clone(),
+                text: "live".into(),
+                ..Default::default()
+            },
             &alice,
         ))
         .await
@@ -94,7 +118,12 @@ async fn server_streams_flow_through_unbuffered() {
 async fn unknown_methods_are_unimplemented_before_authentication() {
     let recorder = Recorder::start(Code::Ok).await;
     let jwks = Jwks::start(&["ed-a"]).await;
-    let text = toml(&jwks.url(), &[("chat", vec![recorder.url()])], r#""codingagent.chat.v1" = { backend = "chat" }"#, "");
+    let text = toml(
+        &jwks.url(),
+        &[("chat", vec![recorder.url()])],
+        r#""codingagent.chat.v1" = { backend = "chat" }"#,
+        "",
+    );
     let gateway = Gateway::start(&text, jwks).await;
     let mut grpc = tonic::client::Grpc::new(gateway.channel().await);
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
@@ -124,7 +153,12 @@ async fn unknown_methods_are_unimplemented_before_authentication() {
 async fn forged_identity_is_replaced_and_deadline_and_trace_reach_the_backend() {
     let recorder = Recorder::start(Code::Ok).await;
     let jwks = Jwks::start(&["ed-a"]).await;
-    let text = toml(&jwks.url(), &[("chat", vec![recorder.url()])], r#""codingagent.chat.v1" = { backend = "chat" }"#, "");
+    let text = toml(
+        &jwks.url(),
+        &[("chat", vec![recorder.url()])],
+        r#""codingagent.chat.v1" = { backend = "chat" }"#,
+        "",
+    );
     let gateway = Gateway::start(&text, jwks).await;
     let mut client = ChatServiceClient::new(gateway.channel().await);
 
@@ -134,7 +168,9 @@ async fn forged_identity_is_replaced_and_deadline_and_trace_reach_the_backend() 
     let mut request = bearer(chat::ListConversationsRequest::default(), &token("alice"));
     request.metadata_mut().insert(IDENTITY_HEADER, forged.parse().unwrap());
     request.metadata_mut().insert("x-codingagent-anything", "forged".parse().unwrap());
-    request.metadata_mut().insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
     request.set_timeout(Duration::from_millis(1500));
     client.list_conversations(request).await.unwrap();
 
@@ -143,7 +179,8 @@ async fn forged_identity_is_replaced_and_deadline_and_trace_reach_the_backend() 
     let headers = &seen[0].headers;
     let identity = headers.get_all(IDENTITY_HEADER).iter().collect::<Vec<_>>();
     assert_eq!(identity.len(), 1, "exactly one identity: the gateway's");
-    let caller = TokenVerifier::new(&IdentityConfig::default()).verify(identity[0].to_str().unwrap()).unwrap();
+    let caller =
+        TokenVerifier::new(&IdentityConfig::default()).verify(identity[0].to_str().unwrap()).unwrap();
     assert_eq!(caller.subject, "alice");
     assert!(!caller.is_operator(), "the forged operator role did not travel");
     assert!(headers.get("x-codingagent-anything").is_none());
@@ -158,8 +195,12 @@ async fn forged_identity_is_replaced_and_deadline_and_trace_reach_the_backend() 
     assert_ne!(parts[2], "00f067aa0ba902b7", "the backend's parent is the gateway's span");
 
     // Without a deadline, a unary call gets the gateway's default.
-    client.list_conversations(bearer(chat::ListConversationsRequest::default(), &token("alice"))).await.unwrap();
+    client
+        .list_conversations(bearer(chat::ListConversationsRequest::default(), &token("alice")))
+        .await
+        .unwrap();
     let seen = recorder.calls("/codingagent.chat.v1.ChatService/ListConversations");
-    let timeout = codingagent_gateway::deadline::parse(seen[1].headers["grpc-timeout"].to_str().unwrap()).unwrap();
+    let timeout =
+        codingagent_gateway::deadline::parse(seen[1].headers["grpc-timeout"].to_str().unwrap()).unwrap();
     assert!(timeout <= Duration::from_secs(30) && timeout > Duration::from_secs(29));
 }

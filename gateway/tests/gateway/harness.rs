@@ -109,7 +109,8 @@ impl Chat {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut chat = Self { addr, config, shutdown: CancellationToken::new(), handle: None, _database: database };
+        let mut chat =
+            Self { addr, config, shutdown: CancellationToken::new(), handle: None, _database: database };
         chat.serve(listener).await;
         chat
     }
@@ -117,7 +118,8 @@ impl Chat {
     async fn serve(&mut self, listener: tokio::net::TcpListener) {
         self.shutdown = CancellationToken::new();
         let (config, stop) = (self.config.clone(), self.shutdown.clone());
-        self.handle = Some(tokio::spawn(async move { codingagent_chat::serve(config, listener, stop).await }));
+        self.handle =
+            Some(tokio::spawn(async move { codingagent_chat::serve(config, listener, stop).await }));
         codingagent_testkit::wait_until_serving(self.addr).await;
     }
 
@@ -168,10 +170,15 @@ impl Recorder {
         let fallback = move |request: http::Request<axum::body::Body>| {
             let record = record.clone();
             async move {
-                record.lock().unwrap().push(Seen { path: request.uri().path().into(), headers: request.headers().clone() });
+                record
+                    .lock()
+                    .unwrap()
+                    .push(Seen { path: request.uri().path().into(), headers: request.headers().clone() });
                 if code == tonic::Code::Ok {
                     let body = http_body_util::StreamBody::new(futures::stream::iter([
-                        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]))),
+                        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from_static(
+                            &[0, 0, 0, 0, 0],
+                        ))),
                         Ok(http_body::Frame::trailers({
                             let mut trailers = http::HeaderMap::new();
                             trailers.insert("grpc-status", "0".parse().unwrap());
@@ -197,7 +204,10 @@ impl Recorder {
             let _reporter = reporter;
             tonic::transport::Server::builder()
                 .add_routes(router.into())
-                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    stop.cancelled_owned(),
+                )
                 .await
         });
         Self { addr, seen, shutdown }
@@ -221,7 +231,6 @@ impl Drop for Recorder {
 /// A running gateway, its configuration file (edited by reload tests) and JWKS server.
 pub(crate) struct Gateway {
     pub(crate) addr: SocketAddr,
-    pub(crate) config: Config,
     pub(crate) file: PathBuf,
     pub(crate) jwks: Jwks,
     shutdown: CancellationToken,
@@ -283,10 +292,10 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let (serving, stop) = (config.clone(), shutdown.clone());
-        tokio::spawn(async move { codingagent_gateway::serve(serving, Some(args), listener, stop).await });
+        let stop = shutdown.clone();
+        tokio::spawn(async move { codingagent_gateway::serve(config, Some(args), listener, stop).await });
         codingagent_testkit::wait_until_serving(addr).await;
-        Self { addr, config, file, jwks, shutdown }
+        Self { addr, file, jwks, shutdown }
     }
 
     pub(crate) async fn channel(&self) -> tonic::transport::Channel {

@@ -1,7 +1,7 @@
 //! Plain HTTP on the gateway's port: the dashboard's files, probes, metrics, development
 //! sign-in, pass-through routes, CORS, and floods of paths nobody serves.
 
-use crate::harness::{Gateway, Jwks, Recorder, key_path, toml, token};
+use crate::harness::{Gateway, Jwks, Recorder, key_path, token, toml};
 use codingagent_kernel::config::IdentityConfig;
 use codingagent_kernel::identity::{IDENTITY_HEADER, TokenVerifier};
 use tonic::Code;
@@ -9,7 +9,12 @@ use tonic::Code;
 async fn gateway(extra: &str) -> (Recorder, Gateway) {
     let recorder = Recorder::start(Code::Ok).await;
     let jwks = Jwks::start(&["ed-a"]).await;
-    let text = toml(&jwks.url(), &[("chat", vec![recorder.url()])], r#""codingagent.chat.v1" = { backend = "chat" }"#, extra);
+    let text = toml(
+        &jwks.url(),
+        &[("chat", vec![recorder.url()])],
+        r#""codingagent.chat.v1" = { backend = "chat" }"#,
+        extra,
+    );
     (recorder, Gateway::start(&text, jwks).await)
 }
 
@@ -25,7 +30,11 @@ async fn the_dashboard_is_served_with_caching_headers_and_client_routes() {
     std::fs::write(dir.join("main-4F3KQ2ZD.js"), "console.log(1)").unwrap();
     // `static_dir` is a top-level key, so it goes before any table.
     let jwks = Jwks::start(&["ed-a"]).await;
-    let text = format!("static_dir = \"{}\"\n{}", dir.display(), toml(&jwks.url(), &[("chat", vec!["http://127.0.0.1:9".into()])], "", ""));
+    let text = format!(
+        "static_dir = \"{}\"\n{}",
+        dir.display(),
+        toml(&jwks.url(), &[("chat", vec!["http://127.0.0.1:9".into()])], "", "")
+    );
     let gateway = Gateway::start(&text, jwks).await;
     let get = |path: &str| client().get(format!("{}{path}", gateway.url())).send();
 
@@ -52,7 +61,8 @@ async fn the_dashboard_is_served_with_caching_headers_and_client_routes() {
     }
     let dotted = get("/../../etc/passwd").await.unwrap().text().await.unwrap();
     assert_eq!(dotted, "<html>dashboard</html>", "the client resolves the dots; nothing outside is read");
-    let cached = client().get(format!("{}/", gateway.url())).header("if-none-match", etag).send().await.unwrap();
+    let cached =
+        client().get(format!("{}/", gateway.url())).header("if-none-match", etag).send().await.unwrap();
     assert_eq!(cached.status(), 304);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -77,12 +87,21 @@ async fn probes_metrics_and_unknown_paths() {
         }
         grpc.ready().await.unwrap();
         let path: http::uri::PathAndQuery = format!("/made.up.v1.Service{i}/Call").parse().unwrap();
-        let status = grpc.unary(tonic::Request::new(()), path, tonic_prost::ProstCodec::<(), ()>::default()).await.unwrap_err();
+        let status = grpc
+            .unary(tonic::Request::new(()), path, tonic_prost::ProstCodec::<(), ()>::default())
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unimplemented);
     }
     let after = get("/metrics".into()).await.unwrap().text().await.unwrap();
     let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
-    assert_eq!(series(&after), series(&before), "made-up paths grew the registry: {} -> {}", series(&before), series(&after));
+    assert_eq!(
+        series(&after),
+        series(&before),
+        "made-up paths grew the registry: {} -> {}",
+        series(&before),
+        series(&after)
+    );
     assert!(after.contains("route=\"unknown\""));
 }
 
@@ -98,13 +117,14 @@ async fn development_sign_in_issues_tokens_the_gateway_accepts() {
     let signed: serde_json::Value =
         client().post(&url).body(r#"{"user": "dana"}"#).send().await.unwrap().json().await.unwrap();
     let token = signed["token"].as_str().unwrap();
-    let mut client_ = codingagent_proto::codingagent::chat::v1::chat_service_client::ChatServiceClient::new(gateway.channel().await);
-    client_
-        .list_conversations(crate::harness::bearer(Default::default(), token))
-        .await
-        .unwrap();
+    let mut client_ = codingagent_proto::codingagent::chat::v1::chat_service_client::ChatServiceClient::new(
+        gateway.channel().await,
+    );
+    client_.list_conversations(crate::harness::bearer(Default::default(), token)).await.unwrap();
     let seen = recorder.calls("/codingagent.chat.v1.ChatService/ListConversations");
-    let caller = TokenVerifier::new(&IdentityConfig::default()).verify(seen[0].headers[IDENTITY_HEADER].to_str().unwrap()).unwrap();
+    let caller = TokenVerifier::new(&IdentityConfig::default())
+        .verify(seen[0].headers[IDENTITY_HEADER].to_str().unwrap())
+        .unwrap();
     assert_eq!(caller.subject, "dana");
     for bad in [r#"{"user": ""}"#, r#"{"user": "a b"}"#, "not json", r#"{"user": "x", "admin": true}"#] {
         assert_eq!(client().post(&url).body(bad).send().await.unwrap().status(), 400, "{bad}");
@@ -130,7 +150,13 @@ async fn pass_through_routes_carry_the_users_identity_and_nothing_forged() {
     let seen = recorder.calls("/v1/conversations/c1/attachments");
     let identity = seen[0].headers[IDENTITY_HEADER].to_str().unwrap();
     assert_eq!(TokenVerifier::new(&IdentityConfig::default()).verify(identity).unwrap().subject, "erin");
-    let hook = client().post(format!("{}/webhooks/github", gateway.url())).header(IDENTITY_HEADER, "forged").body("{}").send().await.unwrap();
+    let hook = client()
+        .post(format!("{}/webhooks/github", gateway.url()))
+        .header(IDENTITY_HEADER, "forged")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(hook.status(), 200, "webhooks need no token");
     assert!(recorder.calls("/webhooks/github")[0].headers.get(IDENTITY_HEADER).is_none());
 }
@@ -140,7 +166,10 @@ async fn cors_answers_configured_origins_only() {
     let (_recorder, gateway) = gateway("[cors]\nallowed_origins = [\"https://app.example.com\"]\n").await;
     let preflight = |origin: &str| {
         client()
-            .request(reqwest::Method::OPTIONS, format!("{}/codingagent.chat.v1.ChatService/ListConversations", gateway.url()))
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/codingagent.chat.v1.ChatService/ListConversations", gateway.url()),
+            )
             .header("origin", origin)
             .header("access-control-request-method", "POST")
             .header("access-control-request-headers", "content-type,x-grpc-web,authorization")

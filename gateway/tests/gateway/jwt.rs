@@ -1,7 +1,7 @@
 //! The JWT suite: every token the gateway must refuse is refused with UNAUTHENTICATED and
 //! nothing reaches the backend; keys rotate through the JWKS without a refusal.
 
-use crate::harness::{AUDIENCE, Gateway, ISSUER, Jwks, Recorder, claims, key_path, now, sign, toml, token};
+use crate::harness::{AUDIENCE, Gateway, ISSUER, Jwks, Recorder, claims, key_path, now, sign, token, toml};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use codingagent_proto::codingagent::chat::v1 as chat;
@@ -14,7 +14,12 @@ const PATH: &str = "/codingagent.chat.v1.ChatService/ListConversations";
 async fn setup(keys: &[&str]) -> (Recorder, Gateway) {
     let recorder = Recorder::start(Code::Ok).await;
     let jwks = Jwks::start(keys).await;
-    let text = toml(&jwks.url(), &[("chat", vec![recorder.url()])], r#""codingagent.chat.v1" = { backend = "chat" }"#, "");
+    let text = toml(
+        &jwks.url(),
+        &[("chat", vec![recorder.url()])],
+        r#""codingagent.chat.v1" = { backend = "chat" }"#,
+        "",
+    );
     (recorder, Gateway::start(&text, jwks).await)
 }
 
@@ -52,7 +57,10 @@ async fn every_bad_token_is_unauthenticated_and_nothing_reaches_the_backend() {
     };
     let rsa_public = std::fs::read(key_path("rsa-a.pub.pem")).unwrap();
     let hs256_with_public_key = jsonwebtoken::encode(
-        &jsonwebtoken::Header { kid: Some("rsa-a".into()), ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256) },
+        &jsonwebtoken::Header {
+            kid: Some("rsa-a".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        },
         &good,
         &jsonwebtoken::EncodingKey::from_secret(&rsa_public),
     )
@@ -66,7 +74,10 @@ async fn every_bad_token_is_unauthenticated_and_nothing_reaches_the_backend() {
     let another_keys_signature = {
         // Signed by ed-b but claiming to be ed-a.
         let pem = std::fs::read(key_path("ed-b.pem")).unwrap();
-        let header = jsonwebtoken::Header { kid: Some("ed-a".into()), ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA) };
+        let header = jsonwebtoken::Header {
+            kid: Some("ed-a".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA)
+        };
         jsonwebtoken::encode(&header, &good, &jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
     };
     let huge = sign("ed-a", &with("padding", json!("x".repeat(10_000))));
@@ -105,7 +116,10 @@ async fn every_bad_token_is_unauthenticated_and_nothing_reaches_the_backend() {
     }
     let static_key = {
         let pem = std::fs::read(key_path("ed-b.pem")).unwrap();
-        let header = jsonwebtoken::Header { kid: Some("static-ed".into()), ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA) };
+        let header = jsonwebtoken::Header {
+            kid: Some("static-ed".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA)
+        };
         jsonwebtoken::encode(&header, &good, &jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
     };
     call(&gateway, bearer(static_key)).await.unwrap();
@@ -137,7 +151,12 @@ async fn keys_rotate_through_the_jwks_and_unknown_kids_cannot_hammer_it() {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(format!("made-up-{i}"));
         let pem = std::fs::read(key_path("ed-a.pem")).unwrap();
-        let forged = jsonwebtoken::encode(&header, &claims("eve"), &jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap()).unwrap();
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims("eve"),
+            &jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap(),
+        )
+        .unwrap();
         let status = call(&gateway, Some(("authorization", format!("Bearer {forged}")))).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
     }

@@ -1,6 +1,6 @@
 //! Rate limits (shared in Redis, local while Redis is away) and open streams per caller.
 
-use crate::harness::{Gateway, Jwks, Recorder, bearer, reason, toml, token};
+use crate::harness::{Gateway, Jwks, Recorder, bearer, reason, token, toml};
 use codingagent_proto::codingagent::chat::v1 as chat;
 use codingagent_proto::codingagent::chat::v1::chat_service_client::ChatServiceClient;
 use std::time::Duration;
@@ -20,12 +20,22 @@ methods = ["/codingagent.chat.v1.ChatService/ListConversations"]
 per_user = {{ requests = 5, period_secs = 60, burst = 5 }}
 "#
     );
-    toml(jwks, &[("chat", vec![backend.to_owned()])], r#""codingagent.chat.v1" = { backend = "chat" }"#, &extra)
+    toml(
+        jwks,
+        &[("chat", vec![backend.to_owned()])],
+        r#""codingagent.chat.v1" = { backend = "chat" }"#,
+        &extra,
+    )
 }
 
-async fn calls_until_refused(client: &mut ChatServiceClient<tonic::transport::Channel>, user: &str) -> (usize, tonic::Status) {
+async fn calls_until_refused(
+    client: &mut ChatServiceClient<tonic::transport::Channel>,
+    user: &str,
+) -> (usize, tonic::Status) {
     for i in 0..100 {
-        if let Err(status) = client.list_conversations(bearer(chat::ListConversationsRequest::default(), &token(user))).await {
+        if let Err(status) =
+            client.list_conversations(bearer(chat::ListConversationsRequest::default(), &token(user))).await
+        {
             return (i, status);
         }
     }
@@ -49,7 +59,10 @@ async fn the_call_after_the_limit_is_refused_with_retry_info_per_user() {
     let (other, _) = calls_until_refused(&mut client, &codingagent_testkit::unique_name("bob")).await;
     assert_eq!(other, 5);
     let metrics = codingagent_testkit::metrics(gateway.addr).await;
-    assert!(metrics.contains(&format!("group=\"{group}\",decision=\"limited\",store=\"redis\"")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("group=\"{group}\",decision=\"limited\",store=\"redis\"")),
+        "{metrics}"
+    );
 }
 
 /// Disruptive: stops the shared Redis (run with the other `--ignored` tests, serially).
@@ -68,18 +81,29 @@ async fn with_redis_stopped_the_local_limiter_still_limits() {
     assert_eq!(allowed, 5);
     assert_eq!(status.code(), Code::ResourceExhausted);
     let metrics = codingagent_testkit::metrics(gateway.addr).await;
-    assert!(metrics.contains(&format!("group=\"{group}\",decision=\"limited\",store=\"local\"")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("group=\"{group}\",decision=\"limited\",store=\"local\"")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn a_caller_holds_a_bounded_number_of_streams() {
     let backend = crate::harness::Chat::start().await;
     let jwks = Jwks::start(&["ed-a"]).await;
-    let text = toml(&jwks.url(), &[("chat", vec![backend.url()])], r#""codingagent.chat.v1" = { backend = "chat" }"#, "");
+    let text = toml(
+        &jwks.url(),
+        &[("chat", vec![backend.url()])],
+        r#""codingagent.chat.v1" = { backend = "chat" }"#,
+        "",
+    );
     let gateway = Gateway::start(&text, jwks).await;
     let mut client = ChatServiceClient::new(gateway.channel().await);
     let conversation = client
-        .create_conversation(bearer(chat::CreateConversationRequest { title: "streams".into(), ..Default::default() }, &token("alice")))
+        .create_conversation(bearer(
+            chat::CreateConversationRequest { title: "streams".into(), ..Default::default() },
+            &token("alice"),
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -87,7 +111,10 @@ async fn a_caller_holds_a_bounded_number_of_streams() {
         .unwrap()
         .id;
     let open = |user: &str| {
-        bearer(chat::StreamConversationRequest { conversation_id: conversation.clone(), ..Default::default() }, &token(user))
+        bearer(
+            chat::StreamConversationRequest { conversation_id: conversation.clone(), ..Default::default() },
+            &token(user),
+        )
     };
     // The harness allows four streams per caller.
     let mut held = Vec::new();

@@ -1,7 +1,7 @@
 //! A backend that dies and returns, a replica that fails every call, and which calls the
 //! gateway may repeat.
 
-use crate::harness::{Chat, Gateway, Jwks, Recorder, bearer, reason, toml, token};
+use crate::harness::{Chat, Gateway, Jwks, Recorder, bearer, reason, token, toml};
 use codingagent_proto::codingagent::chat::v1 as chat;
 use codingagent_proto::codingagent::chat::v1::chat_service_client::ChatServiceClient;
 use codingagent_proto::codingagent::orchestration::v1 as orchestration;
@@ -13,7 +13,12 @@ use tonic::Code;
 async fn a_dead_backend_fails_fast_and_recovers_when_it_returns() {
     let mut chat = Chat::start().await;
     let jwks = Jwks::start(&["ed-a"]).await;
-    let text = toml(&jwks.url(), &[("chat", vec![chat.url()])], r#""codingagent.chat.v1" = { backend = "chat" }"#, "");
+    let text = toml(
+        &jwks.url(),
+        &[("chat", vec![chat.url()])],
+        r#""codingagent.chat.v1" = { backend = "chat" }"#,
+        "",
+    );
     let gateway = Gateway::start(&text, jwks).await;
     let mut client = ChatServiceClient::new(gateway.channel().await);
     let list = || bearer(chat::ListConversationsRequest::default(), &token("alice"));
@@ -83,7 +88,11 @@ async fn only_methods_marked_idempotent_are_retried() {
     let mut client = ChatServiceClient::new(gateway.channel().await);
     let mut failed = 0;
     for i in 0..20 {
-        let request = chat::PostMessageRequest { conversation_id: "c".into(), text: format!("m{i}"), ..Default::default() };
+        let request = chat::PostMessageRequest {
+            conversation_id: "c".into(),
+            text: format!("m{i}"),
+            ..Default::default()
+        };
         if let Err(status) = client.post_message(bearer(request, &token("alice"))).await {
             assert_eq!(status.code(), Code::Unavailable);
             failed += 1;

@@ -1,14 +1,17 @@
 //! Traffic splits through the running gateway, and the cut-over switch flipped by editing
 //! the configuration file while it serves.
 
-use crate::harness::{Gateway, Jwks, Recorder, bearer, toml, token};
+use crate::harness::{Gateway, Jwks, Recorder, bearer, token, toml};
 use codingagent_proto::codingagent::chat::v1 as chat;
 use codingagent_proto::codingagent::chat::v1::chat_service_client::ChatServiceClient;
 use std::collections::HashMap;
 use tonic::Code;
 
 async fn backend_of(client: &mut ChatServiceClient<tonic::transport::Channel>, user: &str) -> String {
-    let response = client.list_conversations(bearer(chat::ListConversationsRequest::default(), &token(user))).await.unwrap();
+    let response = client
+        .list_conversations(bearer(chat::ListConversationsRequest::default(), &token(user)))
+        .await
+        .unwrap();
     response.metadata().get("x-codingagent-backend").unwrap().to_str().unwrap().to_owned()
 }
 
@@ -18,7 +21,9 @@ async fn ten_percent_of_users_go_to_the_alternate_each_always_to_the_same_one_an
     let jwks = Jwks::start(&["ed-a"]).await;
     let backends = [("chat", vec![new.url()]), ("chat-legacy", vec![old.url()])];
     let split = |percent: u32, use_legacy: bool| {
-        format!(r#""codingagent.chat.v1" = {{ backend = "chat", alternate = "chat-legacy", alternate_percent = {percent}, use_legacy = {use_legacy} }}"#)
+        format!(
+            r#""codingagent.chat.v1" = {{ backend = "chat", alternate = "chat-legacy", alternate_percent = {percent}, use_legacy = {use_legacy} }}"#
+        )
     };
     // Rate limits would refuse 10,000 calls from one address within seconds.
     let extra = "[rate_limits]\nenabled = false\n";
@@ -41,7 +46,9 @@ async fn ten_percent_of_users_go_to_the_alternate_each_always_to_the_same_one_an
     gateway.rewrite(&toml(&gateway.jwks.url(), &backends, &split(10, true), extra)).await;
     let mut flipped = false;
     for _ in 0..50 {
-        if backend_of(&mut client, "user-1").await == "chat-legacy" && backend_of(&mut client, "user-2").await == "chat-legacy" {
+        if backend_of(&mut client, "user-1").await == "chat-legacy"
+            && backend_of(&mut client, "user-2").await == "chat-legacy"
+        {
             flipped = true;
             break;
         }
@@ -58,6 +65,13 @@ async fn ten_percent_of_users_go_to_the_alternate_each_always_to_the_same_one_an
     assert_eq!(legacy, everyone);
 
     // A broken edit is refused whole and routing stays as it was.
-    gateway.rewrite(&toml(&gateway.jwks.url(), &backends, r#""codingagent.chat.v1" = { backend = "nope" }"#, extra)).await;
+    gateway
+        .rewrite(&toml(
+            &gateway.jwks.url(),
+            &backends,
+            r#""codingagent.chat.v1" = { backend = "nope" }"#,
+            extra,
+        ))
+        .await;
     assert_eq!(backend_of(&mut client, "user-3").await, "chat-legacy");
 }

@@ -2,7 +2,7 @@
 //! streaming against the real chat service), text mode over HTTP/1.1, a browser that goes
 //! away mid-stream, and malformed or abusive input answered with clear statuses.
 
-use crate::harness::{Chat, Gateway, Jwks, Recorder, toml, token};
+use crate::harness::{Chat, Gateway, Jwks, Recorder, token, toml};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use std::time::{Duration, Instant};
@@ -19,7 +19,8 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 async fn gateway_for(url: String) -> Gateway {
     let jwks = Jwks::start(&["ed-a"]).await;
     let extra = "[limits]\nheader_read_timeout_ms = 1000\n";
-    let text = toml(&jwks.url(), &[("chat", vec![url])], r#""codingagent.chat.v1" = { backend = "chat" }"#, extra);
+    let text =
+        toml(&jwks.url(), &[("chat", vec![url])], r#""codingagent.chat.v1" = { backend = "chat" }"#, extra);
     Gateway::start(&text, jwks).await
 }
 
@@ -90,16 +91,41 @@ async fn malformed_and_oversized_requests_get_clear_statuses_and_reach_no_backen
     let url = format!("{}/codingagent.chat.v1.ChatService/ListConversations", gateway.url());
     let alice = format!("Bearer {}", token("alice"));
     let post = |content_type: &str, body: Vec<u8>| {
-        http1().post(&url).header("content-type", content_type).header("authorization", &alice).body(body).send()
+        http1()
+            .post(&url)
+            .header("content-type", content_type)
+            .header("authorization", &alice)
+            .body(body)
+            .send()
     };
     let cases: Vec<(&str, &str, Vec<u8>, i32)> = vec![
-        ("truncated frame", "application/grpc-web+proto", vec![0, 0, 0, 0, 9, 1, 2], Code::InvalidArgument as i32),
-        ("two messages", "application/grpc-web", [frame(b""), frame(b"")].concat(), Code::InvalidArgument as i32),
+        (
+            "truncated frame",
+            "application/grpc-web+proto",
+            vec![0, 0, 0, 0, 9, 1, 2],
+            Code::InvalidArgument as i32,
+        ),
+        (
+            "two messages",
+            "application/grpc-web",
+            [frame(b""), frame(b"")].concat(),
+            Code::InvalidArgument as i32,
+        ),
         ("no message", "application/grpc-web", Vec::new(), Code::InvalidArgument as i32),
         ("compressed flag", "application/grpc-web", vec![1, 0, 0, 0, 0], Code::InvalidArgument as i32),
         ("bad base64", "application/grpc-web-text", b"@@@@".to_vec(), Code::InvalidArgument as i32),
-        ("a 5 MB message", "application/grpc-web", frame(&vec![0; 5 * 1024 * 1024]), Code::ResourceExhausted as i32),
-        ("a frame claiming 4 GB", "application/grpc-web", vec![0, 0xff, 0xff, 0xff, 0xff], Code::ResourceExhausted as i32),
+        (
+            "a 5 MB message",
+            "application/grpc-web",
+            frame(&vec![0; 5 * 1024 * 1024]),
+            Code::ResourceExhausted as i32,
+        ),
+        (
+            "a frame claiming 4 GB",
+            "application/grpc-web",
+            vec![0, 0xff, 0xff, 0xff, 0xff],
+            Code::ResourceExhausted as i32,
+        ),
     ];
     for (name, content_type, body, code) in cases {
         let response = post(content_type, body).await.unwrap();
@@ -174,10 +200,15 @@ async fn a_browser_that_goes_away_mid_stream_cancels_the_backend_stream() {
     let chat = Chat::start().await;
     let gateway = gateway_for(chat.url()).await;
     let alice = token("alice");
-    let mut client = codingagent_proto::codingagent::chat::v1::chat_service_client::ChatServiceClient::new(gateway.channel().await);
+    let mut client = codingagent_proto::codingagent::chat::v1::chat_service_client::ChatServiceClient::new(
+        gateway.channel().await,
+    );
     let conversation = client
         .create_conversation(crate::harness::bearer(
-            codingagent_proto::codingagent::chat::v1::CreateConversationRequest { title: "leaving".into(), ..Default::default() },
+            codingagent_proto::codingagent::chat::v1::CreateConversationRequest {
+                title: "leaving".into(),
+                ..Default::default()
+            },
             &alice,
         ))
         .await
@@ -185,10 +216,11 @@ async fn a_browser_that_goes_away_mid_stream_cancels_the_backend_stream() {
         .into_inner()
         .conversation
         .unwrap();
-    let request = prost::Message::encode_to_vec(&codingagent_proto::codingagent::chat::v1::StreamConversationRequest {
-        conversation_id: conversation.id,
-        ..Default::default()
-    });
+    let request =
+        prost::Message::encode_to_vec(&codingagent_proto::codingagent::chat::v1::StreamConversationRequest {
+            conversation_id: conversation.id,
+            ..Default::default()
+        });
     let body = frame(&request);
     let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
     let head = format!(

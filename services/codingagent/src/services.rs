@@ -18,6 +18,7 @@ const SERVICES: &[ServiceEntry] = &[
     ServiceEntry { name: "classifier", run: |args| Box::pin(codingagent_classifier::run(args)) },
     ServiceEntry { name: "chat", run: |args| Box::pin(codingagent_chat::run(args)) },
     ServiceEntry { name: "orchestration", run: |args| Box::pin(codingagent_orchestration::run(args)) },
+    ServiceEntry { name: "gateway", run: |args| Box::pin(codingagent_gateway::run(args)) },
 ];
 
 pub(crate) fn print_list() {

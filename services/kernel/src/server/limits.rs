@@ -136,7 +136,10 @@ where
                 tracing::debug!(caller = %caller.subject, path = request.uri().path(), "stream limit reached");
                 let status = crate::error::resource_exhausted(
                     "TOO_MANY_STREAMS",
-                    format!("at most {} streams may be open at once per caller", self.limit.slots.per_caller()),
+                    format!(
+                        "at most {} streams may be open at once per caller",
+                        self.limit.slots.per_caller()
+                    ),
                     Some(STREAM_RETRY_AFTER),
                 );
                 Either::Left(ready(Ok(status.into_http())))
